@@ -1,0 +1,171 @@
+"""The ``demo_shapes`` data set: synthetic shapes that need shape to solve.
+
+See :mod:`mmseg_fnm.datasets.synthetic` for how the data are made.
+"""
+import os
+import os.path as osp
+import struct
+from typing import List, Optional, Tuple
+
+from mmengine.dist import all_gather_object, get_dist_info
+
+from mmseg.datasets import BaseSegDataset
+from mmseg.registry import DATASETS
+from .synthetic import (CLASSES, MANIFEST_NAME, PALETTE, check_demo_dataset,
+                        prepare_demo_dataset)
+
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
+def _generator_command(root: str) -> str:
+    return f'python -m mmseg_fnm.datasets.synthetic --root {root}'
+
+
+def png_size(path: str) -> Tuple[int, int]:
+    """``(height, width)`` from a PNG file's header, without decoding it.
+
+    Raises:
+        OSError: The file cannot be read or is not a PNG.
+    """
+    with open(path, 'rb') as f:
+        head = f.read(24)
+    if len(head) < 24 or head[:8] != _PNG_SIGNATURE or head[12:16] != b'IHDR':
+        raise OSError(f'{path} is not a readable PNG file (corrupt, '
+                      'truncated or another format)')
+    width, height = struct.unpack('>II', head[16:24])
+    return height, width
+
+
+@DATASETS.register_module()
+class DemoShapesDataset(BaseSegDataset):
+    """Synthetic shapes (background, disc, square, triangle, ring, cross).
+
+    Colours and textures are random for every class, so a model must use
+    shape.  Label 255 marks mixed edge pixels and unlabelled clutter.
+
+    With ``auto_generate=True`` a missing, incomplete or corrupt data set
+    under ``data_root`` is (re)built on first use with
+    :func:`~mmseg_fnm.datasets.synthetic.prepare_demo_dataset`; in a
+    distributed run the local rank 0 of every node builds it while the other
+    ranks wait, and every rank raises if building failed anywhere.
+
+    Args:
+        auto_generate (bool): Build the data set if it is missing or not
+            intact. Defaults to True.
+        gen_cfg (dict, optional): Keyword arguments of
+            ``prepare_demo_dataset`` (``num_train``, ``num_val``,
+            ``image_size``, ``seed``, ...); share one dict between the
+            splits, or they rebuild each other's data. Defaults to None
+            (the generator's defaults).
+        check_files (bool): At load time, check that every image and label
+            map exists, has a readable PNG header and that both have the
+            same size (header reads only, no decoding). Defaults to True.
+        **kwargs: Arguments of :class:`mmseg.datasets.BaseSegDataset`.
+    """
+    METAINFO = dict(classes=CLASSES, palette=PALETTE)
+
+    def __init__(self,
+                 auto_generate: bool = True,
+                 gen_cfg: Optional[dict] = None,
+                 check_files: bool = True,
+                 img_suffix: str = '.png',
+                 seg_map_suffix: str = '.png',
+                 reduce_zero_label: bool = False,
+                 **kwargs) -> None:
+        self.auto_generate = auto_generate
+        self.gen_cfg = dict(gen_cfg or {})
+        self.check_files = check_files
+        super().__init__(
+            img_suffix=img_suffix,
+            seg_map_suffix=seg_map_suffix,
+            reduce_zero_label=reduce_zero_label,
+            **kwargs)
+
+    def load_data_list(self) -> List[dict]:
+        """Make sure the data exist, then list and check them."""
+        self._ensure_data()
+        data_list = super().load_data_list()
+        if not data_list:
+            raise ValueError(
+                f'{type(self).__name__} found no samples in {self.ann_file} '
+                f"/ {self.data_prefix.get('img_path')}. Rebuild the data set "
+                f'with `{_generator_command(self.data_root)} --force`.')
+        if self.check_files:
+            for info in data_list:
+                self._check_sample(info)
+        return data_list
+
+    def _ensure_data(self) -> None:
+        root = self.data_root
+        if not root:
+            raise ValueError(f'{type(self).__name__} needs a data_root.')
+        if not self.auto_generate:
+            if not osp.isdir(root):
+                raise FileNotFoundError(
+                    f'demo_shapes data root {root!r} (absolute: '
+                    f'{osp.abspath(root)}) does not exist. Build it with '
+                    f'`{_generator_command(root)}` or set '
+                    'auto_generate=True in the dataset config.')
+            if osp.isfile(osp.join(root, MANIFEST_NAME)):
+                problem = check_demo_dataset(root)
+                if problem is not None:
+                    raise OSError(
+                        f'demo_shapes data set in {root} is not intact: '
+                        f'{problem}. Rebuild it with '
+                        f'`{_generator_command(root)} --force` or set '
+                        'auto_generate=True in the dataset config.')
+            return
+        rank, world_size = get_dist_info()
+        # Nodes may not share a file system, so one builder per node; the
+        # builder's atomic rename makes concurrent builders safe.
+        builder = int(os.environ.get('LOCAL_RANK', rank)) == 0
+        error = None
+        if builder:
+            try:
+                prepare_demo_dataset(root, **self.gen_cfg)
+            except Exception as e:
+                if world_size == 1:
+                    raise
+                error = e
+        if world_size > 1:
+            # a collective in place of a barrier: no rank hangs when the
+            # builder fails, every rank learns why
+            errors = all_gather_object(
+                None if error is None else f'{type(error).__name__}: {error}')
+            if error is not None:
+                raise error
+            failed = [(r, msg) for r, msg in enumerate(errors) if msg]
+            if failed:
+                raise RuntimeError(
+                    f'rank {failed[0][0]} failed to build the demo_shapes '
+                    f'data set in {root}: {failed[0][1]}')
+            if not builder:
+                problem = check_demo_dataset(root, self.gen_cfg)
+                if problem is not None:
+                    raise RuntimeError(
+                        f'demo_shapes data set in {root} is not usable '
+                        f'after building: {problem}')
+
+    def _check_sample(self, info: dict) -> None:
+        img_path, seg_path = info['img_path'], info.get('seg_map_path')
+        hint = (f'Rebuild the data set with '
+                f'`{_generator_command(self.data_root)} --force`.')
+        sizes = []
+        for path in (img_path, seg_path):
+            if path is None:
+                continue
+            if not osp.isfile(path):
+                raise FileNotFoundError(
+                    f'{path} (listed in {self.ann_file}) does not exist. '
+                    + hint)
+            if path.endswith('.png'):
+                try:
+                    sizes.append(png_size(path))
+                except OSError as e:
+                    raise OSError(f'{e}. {hint}') from e
+        if len(sizes) == 2 and sizes[0] != sizes[1]:
+            raise ValueError(
+                f'label map {seg_path} is {sizes[1][0]}x{sizes[1][1]} but '
+                f'its image {img_path} is {sizes[0][0]}x{sizes[0][1]} '
+                '(HxW); every label map must have its image\'s size. '
+                + hint)

@@ -1,0 +1,322 @@
+"""Checkpoints that load under ``torch.load(weights_only=True)``.
+
+A checkpoint written by mmengine's Runner holds, besides tensors and plain
+Python values, objects that the restricted unpickler of
+``torch.load(weights_only=True)`` (the default since torch 2.6) refuses:
+
+* ``message_hub.log_scalars``: :class:`~mmengine.logging.HistoryBuffer`
+  objects with numpy arrays inside, whose pickle also names
+  ``builtins.getattr`` (for the bound statistics methods it carries);
+* numpy scalars (e.g. ``np.float64`` best scores in
+  ``message_hub.runtime_info``) and numpy arrays anywhere else.
+
+Instead of widening the unpickler (allowlisting ``getattr`` reopens
+arbitrary code execution), :func:`to_weights_only_safe` rewrites these
+values into tensors, Python scalars and tagged dicts before the checkpoint
+is written, and :func:`from_weights_only_safe` restores them after loading.
+Importing this module replaces mmengine's loader for local files with
+:func:`load_from_local_safe`, which always loads with ``weights_only=True``
+and restores the tagged values, so ``load_from`` and ``resume`` keep their
+usual behaviour.  A checkpoint written by plain mmengine fails with
+:class:`UnsafeCheckpointError`, which names the file and the conversion
+command (``tools/convert_checkpoint.py --trust-checkpoint IN OUT``).
+"""
+import os.path as osp
+import pickle
+from collections import Counter, OrderedDict
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+import torch
+from mmengine.config import Config, ConfigDict
+from mmengine.logging import HistoryBuffer
+from mmengine.runner.checkpoint import CheckpointLoader
+
+# Key of the dicts that stand in for objects the restricted unpickler
+# refuses; its value names the original type.
+TAG = '__mmseg_fnm__'
+SAFE_HOOK_TYPE = 'SafeCheckpointHook'
+
+# Leaves that ``torch.load(weights_only=True)`` reads back (see
+# ``torch._weights_only_unpickler._get_allowed_globals``).
+_PLAIN_LEAVES = (type(None), bool, int, float, complex, str, bytes,
+                 bytearray, torch.Size, torch.dtype, torch.device)
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A checkpoint that ``torch.load(weights_only=True)`` refuses."""
+
+
+def _path(parent: str, key: Any) -> str:
+    return f'{parent}[{key!r}]'
+
+
+def _ndarray_to_safe(array: np.ndarray, where: str) -> dict:
+    if array.dtype.kind not in 'biufcUS':
+        raise TypeError(
+            f'{where} is a numpy array of dtype {array.dtype}, which cannot '
+            'be stored safely in a checkpoint; store numbers, strings or '
+            'tensors instead.')
+    try:
+        data = torch.tensor(array)
+    except (TypeError, RuntimeError):
+        # Strings and dtypes without a torch counterpart go as lists.
+        data = array.tolist()
+    return {TAG: 'ndarray', 'data': data, 'dtype': array.dtype.str,
+            'shape': list(array.shape)}
+
+
+def _ndarray_from_safe(obj: dict) -> np.ndarray:
+    data = obj['data']
+    if isinstance(data, torch.Tensor):
+        array = data.cpu().numpy()
+    else:
+        array = np.array(data, dtype=np.dtype(obj['dtype']))
+    return array.astype(np.dtype(obj['dtype']),
+                        copy=False).reshape(obj['shape'])
+
+
+def _history_buffer_to_safe(buffer: HistoryBuffer, where: str) -> dict:
+    log_history, count_history = buffer.data
+    return {
+        TAG: 'HistoryBuffer',
+        'log_history': _ndarray_to_safe(log_history, where),
+        'count_history': _ndarray_to_safe(count_history, where),
+        'max_length': int(buffer.max_length),
+    }
+
+
+def _history_buffer_from_safe(obj: dict) -> HistoryBuffer:
+    # Custom statistics methods are class-level registrations made at
+    # import time, so they need no restoring.
+    return HistoryBuffer(
+        log_history=_ndarray_from_safe(obj['log_history']),
+        count_history=_ndarray_from_safe(obj['count_history']),
+        max_length=obj['max_length'])
+
+
+def to_weights_only_safe(obj: Any, where: str = 'checkpoint') -> Any:
+    """Rewrite ``obj`` so that ``torch.load(weights_only=True)`` reads it.
+
+    Containers are rebuilt, leaves (tensors included) are shared, never
+    copied, so this is cheap for large state dicts.
+
+    * ``HistoryBuffer`` and numpy arrays become tagged dicts that
+      :func:`from_weights_only_safe` turns back into the original objects;
+    * numpy scalars become Python scalars;
+    * dict, list and tuple subclasses (``ConfigDict``, named tuples, ...)
+      become their plain base type; tensor subclasses become tensors.
+
+    Args:
+        obj: A checkpoint or any value inside one.
+        where (str): Where ``obj`` sits, for error messages.
+
+    Returns:
+        The rewritten value.
+
+    Raises:
+        TypeError: If ``obj`` holds a value of another type, naming its
+            place in the checkpoint.
+    """
+    if isinstance(obj, torch.Tensor):
+        if type(obj) in (torch.Tensor, torch.nn.Parameter):
+            return obj
+        return obj.as_subclass(torch.Tensor)
+    if type(obj) in _PLAIN_LEAVES:
+        return obj
+    if isinstance(obj, np.generic):
+        return to_weights_only_safe(obj.item(), where)
+    if isinstance(obj, np.ndarray):
+        return _ndarray_to_safe(obj, where)
+    if isinstance(obj, HistoryBuffer):
+        return _history_buffer_to_safe(obj, where)
+    if isinstance(obj, dict):
+        out = type(obj)() if type(obj) in (OrderedDict, Counter) else {}
+        for key, value in obj.items():
+            out[to_weights_only_safe(key, f'{where} key {key!r}')] = \
+                to_weights_only_safe(value, _path(where, key))
+        return out
+    if isinstance(obj, (list, tuple, set)):
+        base = next(t for t in (list, tuple, set) if isinstance(obj, t))
+        return base(
+            to_weights_only_safe(v, _path(where, i)) for i, v in enumerate(obj))
+    raise TypeError(
+        f'{where} is a {type(obj).__module__}.{type(obj).__qualname__}, '
+        'which torch.load(weights_only=True) cannot read back. Store '
+        'tensors, numbers, strings or containers of them instead (e.g. '
+        "convert it in your hook's before_save_checkpoint).")
+
+
+def from_weights_only_safe(obj: Any) -> Any:
+    """Undo :func:`to_weights_only_safe` on a loaded checkpoint.
+
+    Values that were not tagged are returned as they are, so calling it
+    twice, or on a checkpoint that never needed tagging, is harmless.
+    """
+    if type(obj) in (dict, OrderedDict, Counter):
+        tag = obj.get(TAG)
+        if tag == 'HistoryBuffer':
+            return _history_buffer_from_safe(obj)
+        if tag == 'ndarray':
+            return _ndarray_from_safe(obj)
+        out = type(obj)()
+        for key, value in obj.items():
+            out[key] = from_weights_only_safe(value)
+        return out
+    if type(obj) in (list, tuple):
+        return type(obj)(from_weights_only_safe(v) for v in obj)
+    return obj
+
+
+def make_checkpoint_safe(checkpoint: dict) -> dict:
+    """Apply :func:`to_weights_only_safe` to ``checkpoint`` in place.
+
+    In place because mmengine's Runner writes the very dict it passed to
+    ``before_save_checkpoint``.
+    """
+    for key in list(checkpoint):
+        checkpoint[key] = to_weights_only_safe(checkpoint[key],
+                                               _path('checkpoint', key))
+    return checkpoint
+
+
+def restore_checkpoint(checkpoint: dict) -> dict:
+    """Apply :func:`from_weights_only_safe` to ``checkpoint`` in place."""
+    for key in list(checkpoint):
+        checkpoint[key] = from_weights_only_safe(checkpoint[key])
+    return checkpoint
+
+
+def safe_checkpoint_name(filename: str) -> str:
+    """Suggested name of the converted copy of ``filename``."""
+    root, ext = osp.splitext(filename)
+    return f'{root}_safe{ext or ".pth"}'
+
+
+def _unsafe_error(filename: str, error: Exception) -> UnsafeCheckpointError:
+    # Keep torch's one-line reason, drop its advice to load unrestricted.
+    reason = next((line.strip() for line in str(error).splitlines()
+                   if 'WeightsUnpickler error' in line), str(error).strip())
+    return UnsafeCheckpointError(
+        f'Checkpoint {filename} cannot be loaded with '
+        f'torch.load(weights_only=True): {reason}\n'
+        'It was probably saved by mmengine without mmseg_fnm\'s '
+        'SafeCheckpointHook (mmengine pickles its message hub with numpy '
+        'objects), and unpickling it without restrictions can execute '
+        'arbitrary code. If you trust the file, convert it once and use '
+        'the copy:\n'
+        '    python tools/convert_checkpoint.py --trust-checkpoint '
+        f'{filename} {safe_checkpoint_name(filename)}')
+
+
+def load_safe(filename: str,
+              map_location: Union[str, Callable, torch.device, None] = None
+              ) -> Any:
+    """``torch.load(filename, weights_only=True)`` plus restoring.
+
+    Args:
+        filename (str): Path of a local checkpoint.
+        map_location: Same as :func:`torch.load`.
+
+    Returns:
+        The checkpoint, with the values that :func:`to_weights_only_safe`
+        rewrote turned back into their original objects.
+
+    Raises:
+        UnsafeCheckpointError: If the file needs an unrestricted unpickler.
+    """
+    try:
+        checkpoint = torch.load(
+            filename, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise _unsafe_error(filename, error) from None
+    if isinstance(checkpoint, dict):
+        restore_checkpoint(checkpoint)
+    return checkpoint
+
+
+def load_from_local_safe(filename: str,
+                         map_location: Union[str, Callable, None]) -> Any:
+    """mmengine ``CheckpointLoader`` backend for local files.
+
+    Replaces mmengine's ``load_from_local``, which calls :func:`torch.load`
+    without ``weights_only`` (unsafe with torch < 2.6, and an unhelpful
+    error for old checkpoints with torch >= 2.6).
+    """
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'{filename} can not be found.')
+    return load_safe(filename, map_location)
+
+
+CheckpointLoader.register_scheme(
+    prefixes='', loader=load_from_local_safe, force=True)
+
+
+def convert_checkpoint(src: str,
+                       dst: str,
+                       trust_checkpoint: bool = False) -> dict:
+    """Write a copy of ``src`` that loads with ``weights_only=True``.
+
+    Args:
+        src (str): The checkpoint to convert.
+        dst (str): Where to write the converted copy.
+        trust_checkpoint (bool): Load ``src`` with an unrestricted unpickler,
+            which can execute arbitrary code hidden in the file. Only for
+            files from a trusted source. Defaults to False.
+
+    Returns:
+        dict: The converted checkpoint (as loaded back from ``dst``).
+    """
+    if not osp.isfile(src):
+        raise FileNotFoundError(f'{src} can not be found.')
+    if osp.abspath(src) == osp.abspath(dst):
+        raise ValueError(f'The output {dst} must differ from the input, so '
+                         'that a failed conversion cannot destroy it.')
+    if not trust_checkpoint:
+        raise PermissionError(
+            f'Converting {src} unpickles it without restrictions, which can '
+            'execute arbitrary code hidden in the file. Pass '
+            '--trust-checkpoint (trust_checkpoint=True) only for files from '
+            'a trusted source.')
+    checkpoint = torch.load(src, map_location='cpu', weights_only=False)
+    if isinstance(checkpoint, dict):
+        checkpoint = make_checkpoint_safe(checkpoint)
+    else:
+        checkpoint = to_weights_only_safe(checkpoint)
+    torch.save(checkpoint, dst)
+    return load_safe(dst, map_location='cpu')
+
+
+def _is_safe_hook(hook: Any) -> bool:
+    hook_type = hook.get('type') if isinstance(hook, dict) else type(hook)
+    if isinstance(hook_type, str):
+        # Accept scoped names such as 'mmseg.SafeCheckpointHook'.
+        return hook_type.split('.')[-1] == SAFE_HOOK_TYPE
+    return getattr(hook_type, '__name__', None) == SAFE_HOOK_TYPE
+
+
+def has_safe_checkpoint_hook(cfg: Union[Config, dict]) -> bool:
+    """Whether ``cfg`` registers a ``SafeCheckpointHook``."""
+    hooks = list((cfg.get('default_hooks') or {}).values())
+    hooks += list(cfg.get('custom_hooks') or [])
+    return any(_is_safe_hook(hook) for hook in hooks if hook is not None)
+
+
+def ensure_safe_checkpoint_hook(cfg: Union[Config, dict],
+                                key: Optional[str] = 'safe_checkpoint'
+                                ) -> bool:
+    """Add ``SafeCheckpointHook`` to ``cfg.default_hooks`` if it is missing.
+
+    Configs that inherit ``configs/_base_/default_runtime.py`` have it
+    already; this covers configs that do not.
+
+    Returns:
+        bool: Whether the hook was added.
+    """
+    if has_safe_checkpoint_hook(cfg):
+        return False
+    default_hooks = cfg.get('default_hooks') or ConfigDict()
+    default_hooks[key] = ConfigDict(type=SAFE_HOOK_TYPE)
+    cfg['default_hooks'] = default_hooks
+    return True

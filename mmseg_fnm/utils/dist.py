@@ -1,0 +1,81 @@
+"""Distributed runs on machines without an accelerator."""
+import datetime
+import os
+from typing import Union
+
+import torch.distributed as torch_dist
+from mmengine.config import Config, ConfigDict
+from mmengine.device import get_device
+from mmengine.registry import MODEL_WRAPPERS
+from torch.nn.parallel import DistributedDataParallel
+
+_TORCHRUN_ENV = ('RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'MASTER_ADDR',
+                 'MASTER_PORT')
+
+
+def setup_cpu_distributed(cfg: Union[Config, dict], launcher: str) -> bool:
+    """Prepare a distributed run on CPU before the Runner is built.
+
+    ``mmengine.dist.init_dist('pytorch')`` calls ``torch.cuda.set_device``,
+    and ``Runner.wrap_model`` gives DDP ``device_ids=[LOCAL_RANK]``; both
+    fail without CUDA.  On a CPU-only machine with ``launcher='pytorch'``
+    this initialises the process group with the gloo backend (the Runner
+    skips its own initialisation when a group exists) and makes DDP wrap
+    the CPU model with ``device_ids=None``.  With an accelerator, or
+    without a launcher, it does nothing and mmengine's usual (NCCL) path
+    stays untouched.
+
+    Args:
+        cfg (Config | dict): The config; ``model_wrapper_cfg`` is added or
+            completed in place.
+        launcher (str): The job launcher ('none', 'pytorch', 'slurm',
+            'mpi').
+
+    Returns:
+        bool: Whether a CPU process group is in use.
+    """
+    if launcher == 'none' or get_device() != 'cpu':
+        return False
+    if launcher != 'pytorch':
+        raise RuntimeError(
+            f'--launcher {launcher} needs an accelerator (mmengine calls '
+            'torch.cuda.set_device). On a CPU-only machine launch with '
+            'torchrun and --launcher pytorch, e.g. '
+            'tools/dist_train.sh CONFIG NUM_PROCESSES.')
+    if not torch_dist.is_initialized():
+        missing = [key for key in _TORCHRUN_ENV if key not in os.environ]
+        if missing:
+            raise RuntimeError(
+                f'--launcher pytorch expects the environment set by torchrun '
+                f'but {", ".join(missing)} is not set. Start the job with '
+                'tools/dist_train.sh / tools/dist_test.sh or '
+                '`python -m torch.distributed.run --nproc_per_node=N ...`.')
+        kwargs = {}
+        timeout = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('timeout')
+        if timeout is not None:
+            kwargs['timeout'] = datetime.timedelta(seconds=timeout)
+        torch_dist.init_process_group(
+            backend='gloo',
+            rank=int(os.environ['RANK']),
+            world_size=int(os.environ['WORLD_SIZE']),
+            **kwargs)
+
+    wrapper_cfg = cfg.get('model_wrapper_cfg')
+    if wrapper_cfg is None:
+        # Same arguments as the Runner's default DDP wrapper, minus the
+        # CUDA device.
+        cfg['model_wrapper_cfg'] = ConfigDict(
+            type='MMDistributedDataParallel',
+            device_ids=None,
+            broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
+    else:
+        wrapper_cfg.setdefault('type', 'MMDistributedDataParallel')
+        wrapper_type = wrapper_cfg['type']
+        if isinstance(wrapper_type, str):
+            wrapper_type = MODEL_WRAPPERS.get(wrapper_type)
+        # The Runner passes device_ids=[LOCAL_RANK] to DDP subclasses only.
+        if isinstance(wrapper_type, type) and issubclass(
+                wrapper_type, DistributedDataParallel):
+            wrapper_cfg.setdefault('device_ids', None)
+    return True
