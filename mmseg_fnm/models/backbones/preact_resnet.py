@@ -38,7 +38,6 @@ from mmcv.cnn import build_conv_layer, build_norm_layer
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.utils.dl_utils.parrots_wrapper import _BatchNorm
-
 from mmseg.registry import MODELS
 
 
@@ -129,7 +128,7 @@ class PreActBasicBlock(BaseModule):
                 x_preact = self.preact(x)
             # Units with a projection see only the pre-activated input.
             shortcut = x if self.downsample is None else self.downsample(
-                x)
+                x_preact)
             return self._residual(x_preact) + shortcut
 
         needs_grad = x.requires_grad or (x_preact is not None
@@ -190,17 +189,18 @@ class PreActBottleneck(PreActBasicBlock):
         return self.conv3(self.relu(self.norm3(out)))
 
 
-def _projection(conv_cfg: Optional[dict], in_channels: int,
-                out_channels: int, stride: int) -> nn.Sequential:
+def _projection(conv_cfg: Optional[dict], in_channels: int, out_channels: int,
+                stride: int) -> nn.Sequential:
     """1x1 projection shortcut, named ``downsample.conv`` as in timm."""
     return nn.Sequential(
-        OrderedDict(conv=build_conv_layer(
-            conv_cfg,
-            in_channels,
-            out_channels,
-            1,
-            stride=stride,
-            bias=False)))
+        OrderedDict(
+            conv=build_conv_layer(
+                conv_cfg,
+                in_channels,
+                out_channels,
+                1,
+                stride=stride,
+                bias=False)))
 
 
 class PreActStage(BaseModule):
@@ -276,8 +276,8 @@ class PreActResNet(BaseModule):
         dilations (Sequence[int]): Dilation of each stage.
             Defaults to (1, 1, 1, 1).
         contract_dilation (bool): Halve the dilation of each stage's first
-            block when above 1 (timm and mmseg's d8 configs do).
-            Defaults to True.
+            block when above 1, as mmseg's d8 configs and (for dilations up
+            to 4) timm do. Defaults to True.
         out_indices (Sequence[int]): Stages whose features are returned.
             Defaults to (0, 1, 2, 3).
         frozen_stages (int): Freeze the stem (>= 0) and stages
@@ -286,8 +286,9 @@ class PreActResNet(BaseModule):
         norm_eval (bool): Keep batch norms in eval mode while training.
             Defaults to False.
         with_cp (bool): Checkpoint each block's activations when its input
-            requires grad (saves memory, costs a second forward).
-            Defaults to False.
+            requires grad (saves memory, costs a second forward). As with
+            mmseg's ResNet, batch norms in train mode update their running
+            statistics again when a block is recomputed. Defaults to False.
         conv_cfg (dict, optional): Config of convolutions.
         norm_cfg (dict): Config of norm layers. Defaults to BN.
         init_cfg (dict | list[dict], optional): Initialization config;
@@ -328,8 +329,8 @@ class PreActResNet(BaseModule):
                 f'PreActResNet: strides={tuple(strides)} and '
                 f'dilations={tuple(dilations)} need one entry per stage '
                 f'({num_stages}).')
-        if not out_indices or any(i not in range(num_stages)
-                                  for i in out_indices):
+        if not out_indices or any(
+                i not in range(num_stages) for i in out_indices):
             raise ValueError(
                 f'PreActResNet: out_indices={tuple(out_indices)} must be a '
                 f'non-empty subset of 0..{num_stages - 1}.')
@@ -340,7 +341,8 @@ class PreActResNet(BaseModule):
         if init_cfg is None:
             init_cfg = [
                 dict(type='Kaiming', layer='Conv2d'),
-                dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])
+                dict(
+                    type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])
             ]
         super().__init__(init_cfg)
         self.depth = depth
@@ -615,8 +617,7 @@ def load_converted_state_dict(module: nn.Module, state_dict: dict,
             'non-timm layout?):\n  ' + '\n  '.join(mismatched[:10]))
     result = module.load_state_dict(state_dict, strict=False)
     missing = [
-        k for k in result.missing_keys
-        if not k.endswith('num_batches_tracked')
+        k for k in result.missing_keys if not k.endswith('num_batches_tracked')
     ]
     if missing:
         raise KeyError(

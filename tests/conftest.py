@@ -1,0 +1,89 @@
+"""Shared fixtures: the project's demo configs, shrunk to test size.
+
+The configs are the real files in ``configs/demo``; only sizes change
+(a 16-image data set of 48x48 images, a slim network, 32x32 crops, no
+dataloader workers), so that a Runner trains a few iterations in seconds.
+"""
+import copy
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DEMO_CONFIGS = osp.join(REPO_ROOT, 'configs', 'demo')
+TINY_GEN_CFG = dict(num_train=16, num_val=4, image_size=48, seed=0)
+TINY_CROP = (32, 32)
+
+
+def shrink_demo_cfg(cfg: Config, work_dir: str, data_root: str,
+                    max_iters: int = 4, batch_size: int = 4) -> Config:
+    """Make a demo config test-sized, in place; returns it."""
+    cfg.work_dir = work_dir
+    cfg.log_level = 'WARNING'
+    # mmengine keeps one visualizer per name and process: a new name gives
+    # each Runner of a test session its own vis_data directory.
+    cfg.visualizer.name = f'visualizer_{work_dir}'
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg[name]
+        loader.batch_size = batch_size
+        loader.num_workers = 0
+        loader.persistent_workers = False
+        loader.dataset.data_root = data_root
+        loader.dataset.gen_cfg = copy.deepcopy(TINY_GEN_CFG)
+    for step in cfg.train_dataloader.dataset.pipeline:
+        if step['type'] == 'RandomCrop':
+            step['crop_size'] = TINY_CROP
+        if step['type'] in ('RandomResize', 'Resize'):
+            step['scale'] = (48, 48)
+    for step in cfg.val_dataloader.dataset.pipeline:
+        if step['type'] == 'Resize':
+            step['scale'] = (48, 48)
+    cfg.test_dataloader = copy.deepcopy(cfg.val_dataloader)
+    cfg.model.data_preprocessor.size = TINY_CROP
+    cfg.model.backbone.stem_channels = 8
+    cfg.model.backbone.base_channels = 8
+    cfg.model.decode_head.in_channels = 64
+    cfg.model.decode_head.channels = 16
+    cfg.model.decode_head.dropout_ratio = 0  # torch RNG is not resumed
+    cfg.train_cfg.max_iters = max_iters
+    cfg.train_cfg.val_interval = max_iters
+    for scheduler in cfg.param_scheduler:
+        scheduler['end'] = max_iters
+    cfg.default_hooks.logger.interval = 1
+    cfg.default_hooks.checkpoint.interval = max_iters
+    cfg.default_hooks.checkpoint.save_best = None
+    cfg.default_hooks.checkpoint.max_keep_ckpts = -1
+    return cfg
+
+
+@pytest.fixture(scope='session')
+def demo_data_root(tmp_path_factory):
+    """A tiny demo_shapes data set, generated once per test session."""
+    from mmseg_fnm.datasets.synthetic import prepare_demo_dataset
+    root = str(tmp_path_factory.mktemp('demo_shapes'))
+    prepare_demo_dataset(root, **TINY_GEN_CFG)
+    return root
+
+
+@pytest.fixture
+def demo_cfg(tmp_path, demo_data_root):
+    """``demo_cfg('fnm', max_iters=4)``: a test-sized demo config."""
+
+    def make(name: str = 'basic', work_dir: str = None, **kwargs) -> Config:
+        cfg = Config.fromfile(
+            osp.join(DEMO_CONFIGS, f'pspnet_r18_demo_{name}.py'))
+        return shrink_demo_cfg(cfg, work_dir or str(tmp_path / name),
+                               demo_data_root, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread (multi-process tests share 2 cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
