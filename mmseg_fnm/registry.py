@@ -51,5 +51,6 @@ def build_attack_from_cfg(cfg: Any, registry: Registry) -> Any:
 
 
 ATTACKS = Registry(
-    'attack', build_func=build_attack_from_cfg,
+    'attack',
+    build_func=build_attack_from_cfg,
     locations=['mmseg_fnm.attacks'])

@@ -17,8 +17,11 @@ TINY_GEN_CFG = dict(num_train=16, num_val=4, image_size=48, seed=0)
 TINY_CROP = (32, 32)
 
 
-def shrink_demo_cfg(cfg: Config, work_dir: str, data_root: str,
-                    max_iters: int = 4, batch_size: int = 4) -> Config:
+def shrink_demo_cfg(cfg: Config,
+                    work_dir: str,
+                    data_root: str,
+                    max_iters: int = 4,
+                    batch_size: int = 4) -> Config:
     """Make a demo config test-sized, in place; returns it."""
     cfg.work_dir = work_dir
     cfg.log_level = 'WARNING'
@@ -87,3 +90,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='session')
+def trained_demo(tmp_path_factory, demo_data_root):
+    """A test-sized demo model trained clean for 40 iterations, once per
+    session: ``(config, checkpoint path)``."""
+    from mmengine.runner import Runner
+    work_dir = str(tmp_path_factory.mktemp('trained_demo'))
+    cfg = Config.fromfile(osp.join(DEMO_CONFIGS, 'pspnet_r18_demo_basic.py'))
+    shrink_demo_cfg(cfg, work_dir, demo_data_root, max_iters=40)
+    cfg.optim_wrapper.optimizer.lr = 0.05
+    Runner.from_cfg(copy.deepcopy(cfg)).train()
+    return cfg, osp.join(work_dir, 'iter_40.pth')

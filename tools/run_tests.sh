@@ -3,6 +3,7 @@
 #
 # Usage: bash tools/run_tests.sh [extra pytest args]
 #        MMSEG_FNM_VENV=/path bash tools/run_tests.sh
+# Lint and tests both run; the exit status is non-zero if either failed.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,16 +17,25 @@ bash tools/setup_env.sh
 
 # 2. Lint, with the settings in setup.cfg.
 LINT_PATHS=(mmseg_fnm tools tests configs)
+lint_rc=0
 log "flake8 ${LINT_PATHS[*]}"
-"$VENV/bin/flake8" "${LINT_PATHS[@]}"
+"$VENV/bin/flake8" "${LINT_PATHS[@]}" || lint_rc=1
 log "isort --check-only ${LINT_PATHS[*]}"
-"$VENV/bin/isort" --check-only --diff "${LINT_PATHS[@]}"
+"$VENV/bin/isort" --check-only --diff "${LINT_PATHS[@]}" || lint_rc=1
 
-# 3. Tests. No collected tests (exit code 5) is a failure, not a pass.
+# 3. Tests. No collected tests (pytest exit code 5) is a failure.
 log "pytest tests"
-rc=0
-"$VENV/bin/python" -m pytest tests -q "$@" || rc=$?
-if [[ $rc -eq 5 ]]; then
+test_rc=0
+"$VENV/bin/python" -m pytest tests -q "$@" || test_rc=$?
+if [[ $test_rc -eq 5 ]]; then
     log "ERROR: pytest collected no tests"
 fi
-exit $rc
+
+if [[ $lint_rc -ne 0 ]]; then
+    log "ERROR: lint failed (flake8/isort output above)"
+fi
+if [[ $test_rc -ne 0 ]]; then
+    log "ERROR: tests failed (pytest exit code $test_rc)"
+    exit "$test_rc"
+fi
+exit "$lint_rc"

@@ -8,4 +8,8 @@ _base_ = [
 crop_size = (64, 64)  # as in the dataset base: pads batches to the crop
 data_preprocessor = dict(size=crop_size)
 model = dict(data_preprocessor=data_preprocessor)
+# intervals for the 800-iteration demo schedule
+default_hooks = dict(
+    logger=dict(interval=20),
+    checkpoint=dict(interval=400, max_keep_ckpts=1))
 randomness = dict(seed=0)

@@ -1,6 +1,8 @@
 # Reuse: mmseg's own DeepLabV3+ Cityscapes config, unchanged, trained with
 # the Fast Newton Method; only the plugin import and the loop are added.
-_base_ = ['mmseg::deeplabv3plus/deeplabv3plus_r50-d8_4xb2-80k_cityscapes-512x1024.py']
+_base_ = [
+    'mmseg::deeplabv3plus/deeplabv3plus_r50-d8_4xb2-80k_cityscapes-512x1024.py'
+]
 custom_imports = dict(imports=['mmseg_fnm'], allow_failed_imports=False)
 train_cfg = dict(
     type='AdversarialIterBasedTrainLoop',

@@ -1,6 +1,8 @@
 # Reuse: mmseg's own SegFormer-B0 Cityscapes config, unchanged, trained with
 # the Fast Newton Method; only the plugin import and the loop are added.
-_base_ = ['mmseg::segformer/segformer_mit-b0_8xb1-160k_cityscapes-1024x1024.py']
+_base_ = [
+    'mmseg::segformer/segformer_mit-b0_8xb1-160k_cityscapes-1024x1024.py'
+]
 custom_imports = dict(imports=['mmseg_fnm'], allow_failed_imports=False)
 train_cfg = dict(
     type='AdversarialIterBasedTrainLoop',

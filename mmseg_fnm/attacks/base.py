@@ -59,7 +59,7 @@ def check_radius(name: str, value, allow_zero: bool = True) -> float:
                         f'{value!r}')
     value = float(value)
     if not math.isfinite(value) or value < 0 or (value == 0
-                                                  and not allow_zero):
+                                                 and not allow_zero):
         bound = '>= 0' if allow_zero else '> 0'
         raise ValueError(f'{name} must be finite and {bound} (pixels are in '
                          f'[0, 1], e.g. 0.03), but got {value}')
@@ -105,7 +105,9 @@ def cross_entropy_sum(logits: Tensor, labels: Tensor,
     _check_logits(logits, labels)
     with torch.autocast(logits.device.type, enabled=False):
         loss = F.cross_entropy(
-            logits.float(), labels, ignore_index=ignore_index,
+            logits.float(),
+            labels,
+            ignore_index=ignore_index,
             reduction='none')
     return loss.flatten(1).sum(1)
 
@@ -284,9 +286,8 @@ class BaseAttack:
     @staticmethod
     def unchanged(images: Tensor) -> AttackOutput:
         """The clean batch as an attack output with radius 0."""
-        return AttackOutput(
-            images.detach().clone(),
-            torch.zeros(images.shape[0], device=images.device))
+        return AttackOutput(images.detach().clone(),
+                            torch.zeros(images.shape[0], device=images.device))
 
     @staticmethod
     def _check_inputs(images: Tensor, labels: Tensor) -> None:
@@ -332,7 +333,7 @@ def radii_tensor(eps: float, batch: int, device: torch.device) -> Tensor:
 
 __all__: List[str] = [
     'AttackOutput', 'BaseAttack', 'ForwardFn', 'check_radius',
-    'check_positive_int', 'cross_entropy_sum', 'margin_sum',
-    'input_gradient', 'labelled_mask', 'per_sample', 'active_samples',
-    'uniform_like', 'radii_tensor'
+    'check_positive_int', 'cross_entropy_sum', 'margin_sum', 'input_gradient',
+    'labelled_mask', 'per_sample', 'active_samples', 'uniform_like',
+    'radii_tensor'
 ]

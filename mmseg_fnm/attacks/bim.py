@@ -47,7 +47,9 @@ class BIM(BaseAttack):
             warnings.warn(
                 f'BIM cannot reach its radius eps={eps}: alpha * steps = '
                 f'{self.alpha} * {self.steps} = {reach:g} < eps; raise '
-                'alpha or steps', UserWarning, stacklevel=3)
+                'alpha or steps',
+                UserWarning,
+                stacklevel=3)
 
     def with_radius(self, eps: float) -> 'BIM':
         attack = super().with_radius(eps)
@@ -69,8 +71,7 @@ class BIM(BaseAttack):
         if self.random_start:
             adv = uniform_like(images.shape, lower, upper, generator,
                                images.device)
-        moved = has_label if self.random_start else torch.zeros_like(
-            has_label)
+        moved = has_label if self.random_start else torch.zeros_like(has_label)
         broken = torch.zeros_like(has_label)
         for _ in range(self.steps):
             grad, _, finite = input_gradient(forward, adv, labels,

@@ -48,7 +48,7 @@ class FastNewton(BaseAttack):
                 ignore_index: int,
                 generator: Optional[torch.Generator]) -> AttackOutput:
         grad, margin, _ = input_gradient(forward, images, labels, margin_sum,
-                                      ignore_index)
+                                         ignore_index)
         l1 = grad.flatten(1).abs().sum(1)
         has_label = labelled_mask(labels, ignore_index).flatten(1).any(1)
         valid = has_label & (margin > 0) & (l1 > 0)

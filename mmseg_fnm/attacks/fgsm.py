@@ -6,8 +6,8 @@ from torch import Tensor
 
 from mmseg_fnm.registry import ATTACKS
 from .base import (AttackOutput, BaseAttack, ForwardFn, active_samples,
-                   check_radius, cross_entropy_sum, input_gradient,
-                   per_sample, radii_tensor, uniform_like)
+                   check_radius, cross_entropy_sum, input_gradient, per_sample,
+                   radii_tensor, uniform_like)
 
 
 def signed_step(images: Tensor, direction: Tensor, eps: Tensor) -> Tensor:
@@ -41,7 +41,7 @@ class FGSM(BaseAttack):
         if not bool((eps > 0).any()):
             return self.unchanged(images)
         grad, _, _ = input_gradient(forward, images, labels, cross_entropy_sum,
-                                 ignore_index)
+                                    ignore_index)
         eps = torch.where(
             active_samples(grad, labels, ignore_index), eps,
             torch.zeros_like(eps))
@@ -69,7 +69,7 @@ class FGSM(BaseAttack):
                 continue
             if direction is None:
                 grad, _, _ = input_gradient(forward, images, labels,
-                                         cross_entropy_sum, ignore_index)
+                                            cross_entropy_sum, ignore_index)
                 direction = grad.sign()
                 active = active_samples(grad, labels, ignore_index)
                 del grad

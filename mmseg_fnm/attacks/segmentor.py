@@ -36,8 +36,7 @@ to uint8 rounding.
 """
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import (Callable, Iterator, List, Optional, Sequence, Tuple,
-                    Union)
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -111,8 +110,9 @@ def _pad_stack(tensors: Sequence[Tensor], value: float) -> Tensor:
     height = max(t.shape[-2] for t in tensors)
     width = max(t.shape[-1] for t in tensors)
     return torch.stack([
-        F.pad(t, (0, width - t.shape[-1], 0, height - t.shape[-2]),
-              value=value) for t in tensors
+        F.pad(
+            t, (0, width - t.shape[-1], 0, height - t.shape[-2]), value=value)
+        for t in tensors
     ])
 
 
@@ -245,8 +245,7 @@ class SegmentorAttacker:
                 if self.autocast_dtype is not None:
                     device = _device_of(segmentor)
                     stack.enter_context(
-                        torch.autocast(device.type,
-                                       dtype=self.autocast_dtype))
+                        torch.autocast(device.type, dtype=self.autocast_dtype))
                 yield
         finally:
             for param in params:

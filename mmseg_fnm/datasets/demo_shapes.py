@@ -7,10 +7,11 @@ import os.path as osp
 import struct
 from typing import List, Optional, Tuple
 
+import cv2
 from mmengine.dist import all_gather_object, get_dist_info
-
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
+
 from .synthetic import (CLASSES, MANIFEST_NAME, PALETTE, check_demo_dataset,
                         prepare_demo_dataset)
 
@@ -21,7 +22,7 @@ def _generator_command(root: str) -> str:
     return f'python -m mmseg_fnm.datasets.synthetic --root {root}'
 
 
-def png_size(path: str) -> Tuple[int, int]:
+def _png_size(path: str) -> Tuple[int, int]:
     """``(height, width)`` from a PNG file's header, without decoding it.
 
     Raises:
@@ -34,6 +35,17 @@ def png_size(path: str) -> Tuple[int, int]:
                       'truncated or another format)')
     width, height = struct.unpack('>II', head[16:24])
     return height, width
+
+
+def _image_size(path: str, decode: bool) -> Tuple[int, int]:
+    """``(height, width)`` of an image file, decoding it if ``decode``."""
+    if not decode and path.endswith('.png'):
+        return _png_size(path)
+    array = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise OSError(f'{path} cannot be decoded (corrupt, truncated or '
+                      'not an image)')
+    return array.shape[:2]
 
 
 @DATASETS.register_module()
@@ -58,8 +70,11 @@ class DemoShapesDataset(BaseSegDataset):
             splits, or they rebuild each other's data. Defaults to None
             (the generator's defaults).
         check_files (bool): At load time, check that every image and label
-            map exists, has a readable PNG header and that both have the
-            same size (header reads only, no decoding). Defaults to True.
+            map exists and is readable, and that both have the same size,
+            so that bad files are named at build time.  Files whose bytes
+            the manifest's checksums vouch for only have their PNG headers
+            read; others (a data set without manifest) are decoded.
+            Defaults to True.
         **kwargs: Arguments of :class:`mmseg.datasets.BaseSegDataset`.
     """
     METAINFO = dict(classes=CLASSES, palette=PALETTE)
@@ -83,7 +98,7 @@ class DemoShapesDataset(BaseSegDataset):
 
     def load_data_list(self) -> List[dict]:
         """Make sure the data exist, then list and check them."""
-        self._ensure_data()
+        verified = self._ensure_data()
         data_list = super().load_data_list()
         if not data_list:
             raise ValueError(
@@ -92,10 +107,11 @@ class DemoShapesDataset(BaseSegDataset):
                 f'with `{_generator_command(self.data_root)} --force`.')
         if self.check_files:
             for info in data_list:
-                self._check_sample(info)
+                self._check_sample(info, decode=not verified)
         return data_list
 
-    def _ensure_data(self) -> None:
+    def _ensure_data(self) -> bool:
+        """Build or check the data; whether checksums vouch for them."""
         root = self.data_root
         if not root:
             raise ValueError(f'{type(self).__name__} needs a data_root.')
@@ -114,7 +130,8 @@ class DemoShapesDataset(BaseSegDataset):
                         f'{problem}. Rebuild it with '
                         f'`{_generator_command(root)} --force` or set '
                         'auto_generate=True in the dataset config.')
-            return
+                return True
+            return False
         rank, world_size = get_dist_info()
         # Nodes may not share a file system, so one builder per node; the
         # builder's atomic rename makes concurrent builders safe.
@@ -145,8 +162,9 @@ class DemoShapesDataset(BaseSegDataset):
                     raise RuntimeError(
                         f'demo_shapes data set in {root} is not usable '
                         f'after building: {problem}')
+        return True
 
-    def _check_sample(self, info: dict) -> None:
+    def _check_sample(self, info: dict, decode: bool) -> None:
         img_path, seg_path = info['img_path'], info.get('seg_map_path')
         hint = (f'Rebuild the data set with '
                 f'`{_generator_command(self.data_root)} --force`.')
@@ -158,11 +176,10 @@ class DemoShapesDataset(BaseSegDataset):
                 raise FileNotFoundError(
                     f'{path} (listed in {self.ann_file}) does not exist. '
                     + hint)
-            if path.endswith('.png'):
-                try:
-                    sizes.append(png_size(path))
-                except OSError as e:
-                    raise OSError(f'{e}. {hint}') from e
+            try:
+                sizes.append(_image_size(path, decode))
+            except OSError as e:
+                raise OSError(f'{e}. {hint}') from e
         if len(sizes) == 2 and sizes[0] != sizes[1]:
             raise ValueError(
                 f'label map {seg_path} is {sizes[1][0]}x{sizes[1][1]} but '

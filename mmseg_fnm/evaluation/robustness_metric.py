@@ -79,15 +79,17 @@ class RobustnessMetric(IoUMetric):
             pred = sample['pred_sem_seg']['data'].squeeze()
             label = sample['gt_sem_seg']['data'].squeeze().to(pred)
             areas = OrderedDict()
-            areas[(CLEAN, 0.0)] = self.intersect_and_union(
-                pred, label, num_classes, self.ignore_index)
+            areas[(CLEAN,
+                   0.0)] = self.intersect_and_union(pred, label, num_classes,
+                                                    self.ignore_index)
             for setting, adv_pred in sample.get(ADV_PREDS, {}).items():
                 areas[tuple(setting)] = self.intersect_and_union(
                     adv_pred.squeeze().to(pred), label, num_classes,
                     self.ignore_index)
-            self.results.append(
-                {k: torch.stack(v).cpu()
-                 for k, v in areas.items()})
+            self.results.append({
+                k: torch.stack(v).cpu()
+                for k, v in areas.items()
+            })
 
     def compute_metrics(self, results: list) -> Dict[str, float]:
         summaries = OrderedDict()
@@ -110,8 +112,8 @@ class RobustnessMetric(IoUMetric):
 
     def _summarise(self, total: torch.Tensor) -> dict:
         """mmseg's summary of accumulated areas, in percent."""
-        scores = self.total_area_to_metrics(*total, ['mIoU'],
-                                            self.nan_to_num, self.beta)
+        scores = self.total_area_to_metrics(*total, ['mIoU'], self.nan_to_num,
+                                            self.beta)
         iou = np.asarray(scores['IoU'], dtype=float) * 100
         return dict(
             aAcc=float(np.round(np.nanmean(scores['aAcc']) * 100, 2)),
@@ -136,8 +138,9 @@ class RobustnessMetric(IoUMetric):
                 if summary is not None:
                     records.append(dict(attack=attack, eps=eps, **summary))
         for eps in epsilons:
-            rows = [r for r in records if r['eps'] == eps
-                    and r['attack'] != CLEAN] or [records[0]]
+            rows = [
+                r for r in records if r['eps'] == eps and r['attack'] != CLEAN
+            ] or [records[0]]
             worst = dict(attack=WORST, eps=eps)
             for key in SUMMARY:
                 worst[key] = min(r[key] for r in rows)
@@ -163,8 +166,7 @@ class RobustnessMetric(IoUMetric):
                 '' if (a, eps) not in lookup else f'{lookup[(a, eps)]:.2f}'
                 for a in attacks
             ]
-            lines.append(f'| {format_eps(eps)} | ' + ' | '.join(cells) +
-                         ' |')
+            lines.append(f'| {format_eps(eps)} | ' + ' | '.join(cells) + ' |')
         return '\n'.join(lines)
 
     def write_report(self, records: List[dict], output_dir: str) -> None:
@@ -178,8 +180,9 @@ class RobustnessMetric(IoUMetric):
         def write(name: str, writer) -> str:
             path = osp.join(output_dir, name)
             fd, tmp = tempfile.mkstemp(
-                dir=output_dir, prefix=f'.{name}.', suffix=osp.splitext(
-                    name)[1])
+                dir=output_dir,
+                prefix=f'.{name}.',
+                suffix=osp.splitext(name)[1])
             os.close(fd)
             try:
                 writer(tmp)
@@ -209,5 +212,4 @@ class RobustnessMetric(IoUMetric):
                   lambda p: plot_robustness_curves({'': records}, p)),
             write('robustness.json', write_json),
         ]
-        print_log(f'Robustness report: {", ".join(written)}',
-                  logger='current')
+        print_log(f'Robustness report: {", ".join(written)}', logger='current')

@@ -39,8 +39,8 @@ SAFE_HOOK_TYPE = 'SafeCheckpointHook'
 
 # Leaves that ``torch.load(weights_only=True)`` reads back (see
 # ``torch._weights_only_unpickler._get_allowed_globals``).
-_PLAIN_LEAVES = (type(None), bool, int, float, complex, str, bytes,
-                 bytearray, torch.Size, torch.dtype, torch.device)
+_PLAIN_LEAVES = (type(None), bool, int, float, complex, str, bytes, bytearray,
+                 torch.Size, torch.dtype, torch.device)
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
@@ -62,8 +62,12 @@ def _ndarray_to_safe(array: np.ndarray, where: str) -> dict:
     except (TypeError, RuntimeError):
         # Strings and dtypes without a torch counterpart go as lists.
         data = array.tolist()
-    return {TAG: 'ndarray', 'data': data, 'dtype': array.dtype.str,
-            'shape': list(array.shape)}
+    return {
+        TAG: 'ndarray',
+        'data': data,
+        'dtype': array.dtype.str,
+        'shape': list(array.shape)
+    }
 
 
 def _ndarray_from_safe(obj: dict) -> np.ndarray:
@@ -72,8 +76,8 @@ def _ndarray_from_safe(obj: dict) -> np.ndarray:
         array = data.cpu().numpy()
     else:
         array = np.array(data, dtype=np.dtype(obj['dtype']))
-    return array.astype(np.dtype(obj['dtype']),
-                        copy=False).reshape(obj['shape'])
+    return array.astype(
+        np.dtype(obj['dtype']), copy=False).reshape(obj['shape'])
 
 
 def _history_buffer_to_safe(buffer: HistoryBuffer, where: str) -> dict:
@@ -139,7 +143,8 @@ def to_weights_only_safe(obj: Any, where: str = 'checkpoint') -> Any:
     if isinstance(obj, (list, tuple, set)):
         base = next(t for t in (list, tuple, set) if isinstance(obj, t))
         return base(
-            to_weights_only_safe(v, _path(where, i)) for i, v in enumerate(obj))
+            to_weights_only_safe(value, _path(where, i))
+            for i, value in enumerate(obj))
     raise TypeError(
         f'{where} is a {type(obj).__module__}.{type(obj).__qualname__}, '
         'which torch.load(weights_only=True) cannot read back. Store '
@@ -194,9 +199,12 @@ def safe_checkpoint_name(filename: str) -> str:
 
 
 def _unsafe_error(filename: str, error: Exception) -> UnsafeCheckpointError:
-    # Keep torch's one-line reason, drop its advice to load unrestricted.
+    # Keep torch's reason, drop its advice (unrestricted loading, or an
+    # allowlist that would only move the failure to the next global).
     reason = next((line.strip() for line in str(error).splitlines()
-                   if 'WeightsUnpickler error' in line), str(error).strip())
+                   if 'WeightsUnpickler error' in line),
+                  str(error).strip())
+    reason = reason.split(' Please ')[0]
     return UnsafeCheckpointError(
         f'Checkpoint {filename} cannot be loaded with '
         f'torch.load(weights_only=True): {reason}\n'
@@ -210,8 +218,8 @@ def _unsafe_error(filename: str, error: Exception) -> UnsafeCheckpointError:
 
 
 def load_safe(filename: str,
-              map_location: Union[str, Callable, torch.device, None] = None
-              ) -> Any:
+              map_location: Union[str, Callable, torch.device,
+                                  None] = None) -> Any:
     """``torch.load(filename, weights_only=True)`` plus restoring.
 
     Args:
@@ -235,8 +243,8 @@ def load_safe(filename: str,
     return checkpoint
 
 
-def load_from_local_safe(filename: str,
-                         map_location: Union[str, Callable, None]) -> Any:
+def load_from_local_safe(filename: str, map_location: Union[str, Callable,
+                                                            None]) -> Any:
     """mmengine ``CheckpointLoader`` backend for local files.
 
     Replaces mmengine's ``load_from_local``, which calls :func:`torch.load`

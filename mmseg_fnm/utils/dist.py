@@ -1,16 +1,34 @@
 """Distributed runs on machines without an accelerator."""
 import datetime
+import logging
 import os
-from typing import Union
+from typing import Any, Union
 
 import torch.distributed as torch_dist
 from mmengine.config import Config, ConfigDict
 from mmengine.device import get_device
+from mmengine.logging import print_log
 from mmengine.registry import MODEL_WRAPPERS
 from torch.nn.parallel import DistributedDataParallel
 
 _TORCHRUN_ENV = ('RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'MASTER_ADDR',
                  'MASTER_PORT')
+
+
+def _sync_bn_to_bn(node: Any) -> int:
+    """Replace SyncBN norm layers in a model config by BN, in place."""
+    count = 0
+    if isinstance(node, dict):
+        norm_type = node.get('type')
+        if isinstance(norm_type, str) and norm_type.endswith('SyncBN'):
+            node['type'] = 'BN'
+            count += 1
+        for value in node.values():
+            count += _sync_bn_to_bn(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            count += _sync_bn_to_bn(value)
+    return count
 
 
 def setup_cpu_distributed(cfg: Union[Config, dict], launcher: str) -> bool:
@@ -21,13 +39,14 @@ def setup_cpu_distributed(cfg: Union[Config, dict], launcher: str) -> bool:
     fail without CUDA.  On a CPU-only machine with ``launcher='pytorch'``
     this initialises the process group with the gloo backend (the Runner
     skips its own initialisation when a group exists) and makes DDP wrap
-    the CPU model with ``device_ids=None``.  With an accelerator, or
-    without a launcher, it does nothing and mmengine's usual (NCCL) path
-    stays untouched.
+    the CPU model with ``device_ids=None``.  SyncBN, which only runs on
+    GPUs, becomes BN (per-process statistics), with a warning.  With an
+    accelerator, or without a launcher, it does nothing and mmengine's
+    usual (NCCL) path stays untouched.
 
     Args:
         cfg (Config | dict): The config; ``model_wrapper_cfg`` is added or
-            completed in place.
+            completed, ``model`` and ``sync_bn`` changed, in place.
         launcher (str): The job launcher ('none', 'pytorch', 'slurm',
             'mpi').
 
@@ -59,6 +78,16 @@ def setup_cpu_distributed(cfg: Union[Config, dict], launcher: str) -> bool:
             rank=int(os.environ['RANK']),
             world_size=int(os.environ['WORLD_SIZE']),
             **kwargs)
+
+    num_sync_bn = _sync_bn_to_bn(cfg.get('model'))
+    if cfg.pop('sync_bn', None) is not None:
+        num_sync_bn += 1
+    if num_sync_bn:
+        print_log(
+            'SyncBN only runs on GPUs: this CPU run uses BN instead, with '
+            'batch statistics of each process.',
+            logger='current',
+            level=logging.WARNING)
 
     wrapper_cfg = cfg.get('model_wrapper_cfg')
     if wrapper_cfg is None:

@@ -46,8 +46,9 @@ def write_tiny_seg_dataset(data_root: str,
             label = rng.integers(0, len(CLASSES), (size, size), dtype=np.uint8)
             label[rng.random((size, size)) < 0.05] = 255
             # Class-dependent colours, so that there is something to learn.
-            image = np.asarray(PALETTE, dtype=np.float64)[np.minimum(
-                label, len(CLASSES) - 1)]
+            image = np.asarray(
+                PALETTE, dtype=np.float64)[np.minimum(label,
+                                                      len(CLASSES) - 1)]
             image += rng.normal(0, 20, image.shape)
             image = np.clip(image, 0, 255).astype(np.uint8)
             mmcv.imwrite(image,
@@ -64,6 +65,8 @@ def write_tiny_seg_config(filename: str,
                           checkpoint_interval: Optional[int] = None,
                           batch_size: int = 2,
                           seed: int = 0,
+                          size: int = 32,
+                          val_interval: Optional[int] = None,
                           base: Optional[str] = DEFAULT_RUNTIME,
                           **extra) -> str:
     """Write the config of a tiny EncoderDecoder on the tiny dataset.
@@ -80,9 +83,13 @@ def write_tiny_seg_config(filename: str,
             Defaults to ``max_iters``.
         batch_size (int): Batch size per process. Defaults to 2.
         seed (int): Random seed. Defaults to 0.
+        size (int): Image size the batches are padded to. Defaults to 32.
+        val_interval (int, optional): Validate (mIoU on the test split)
+            every ``val_interval`` iterations. Defaults to None (never).
         base (str, optional): Config to inherit. Defaults to the project's
             ``configs/_base_/default_runtime.py``; None inherits nothing.
-        **extra: More top-level config keys, merged into the others.
+        **extra: More config keys. Top-level keys replace the defaults,
+            dotted keys (``'train_cfg.val_interval'``) change single values.
 
     Returns:
         str: ``filename``.
@@ -105,6 +112,21 @@ def write_tiny_seg_config(filename: str,
             metainfo=dict(classes=CLASSES, palette=PALETTE),
             pipeline=pipeline)
 
+    test_dataloader = dict(
+        batch_size=1,
+        num_workers=0,
+        persistent_workers=False,
+        sampler=dict(type='DefaultSampler', shuffle=False),
+        dataset=dataset('test'))
+    evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
+    if val_interval:
+        val = dict(
+            val_dataloader=test_dataloader,
+            val_evaluator=evaluator,
+            val_cfg=dict(type='ValLoop'))
+    else:
+        val = dict(val_cfg=None)
+
     cfg = dict(
         default_scope='mmseg',
         work_dir=work_dir,
@@ -117,7 +139,8 @@ def write_tiny_seg_config(filename: str,
                 std=[58.395, 57.12, 57.375],
                 bgr_to_rgb=True,
                 pad_val=0,
-                seg_pad_val=255),
+                seg_pad_val=255,
+                size=(size, size)),
             backbone=dict(
                 type='ResNet',
                 depth=18,
@@ -147,18 +170,12 @@ def write_tiny_seg_config(filename: str,
             persistent_workers=False,
             sampler=dict(type='InfiniteSampler', shuffle=True),
             dataset=dataset('train')),
-        test_dataloader=dict(
-            batch_size=1,
-            num_workers=0,
-            persistent_workers=False,
-            sampler=dict(type='DefaultSampler', shuffle=False),
-            dataset=dataset('test')),
-        test_evaluator=dict(type='IoUMetric', iou_metrics=['mIoU']),
+        test_dataloader=test_dataloader,
+        test_evaluator=evaluator,
         train_cfg=dict(
             type='IterBasedTrainLoop',
             max_iters=max_iters,
-            val_interval=max_iters),
-        val_cfg=None,
+            val_interval=val_interval or max_iters),
         test_cfg=dict(type='TestLoop'),
         optim_wrapper=dict(
             type='OptimWrapper',
@@ -184,7 +201,7 @@ def write_tiny_seg_config(filename: str,
             cudnn_benchmark=False,
             mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
             dist_cfg=dict(backend='gloo')),
-    )
+        **val)
     header = ''
     if base is not None:
         header = f'_base_ = [{base!r}]\n'
@@ -195,7 +212,11 @@ def write_tiny_seg_config(filename: str,
             type='SegLocalVisualizer',
             vis_backends=[dict(type='LocalVisBackend')])
     cfg = Config(cfg)
-    cfg.merge_from_dict(extra)
+    for key, value in extra.items():
+        if '.' in key:
+            cfg.merge_from_dict({key: value})
+        else:
+            cfg[key] = value
     mmengine.mkdir_or_exist(osp.dirname(osp.abspath(filename)))
     with open(filename, 'w') as f:
         f.write(header + cfg.pretty_text)

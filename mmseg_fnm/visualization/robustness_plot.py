@@ -31,8 +31,8 @@ def plot_robustness_curves(models: Dict[str, List[dict]],
     try:
         for model, records in models.items():
             names = attacks or list(
-                dict.fromkeys(r['attack'] for r in records
-                              if r['attack'] != CLEAN))
+                dict.fromkeys(r['attack']
+                              for r in records if r['attack'] != CLEAN))
             for attack in names:
                 points = sorted((r['eps'], r[metric]) for r in records
                                 if r['attack'] == attack)
@@ -41,8 +41,7 @@ def plot_robustness_curves(models: Dict[str, List[dict]],
                 xs, ys = zip(*points)
                 label = ' '.join(part for part in (model, attack) if part)
                 style = '--' if attack == 'worst' else '-'
-                axes.plot(xs, ys, style, marker='o', markersize=3,
-                          label=label)
+                axes.plot(xs, ys, style, marker='o', markersize=3, label=label)
         axes.set_xlabel('attack radius $\\varepsilon$ (pixels in [0, 1])')
         axes.set_ylabel(f'{metric} (%)')
         axes.set_ylim(bottom=0)

@@ -32,8 +32,7 @@ def backbone(with_cp=False):
         with_cp=with_cp)
 
 
-def segmentor_cfg(test_cfg=dict(mode='whole'), with_cp=False,
-                  auxiliary=True):
+def segmentor_cfg(test_cfg=dict(mode='whole'), with_cp=False, auxiliary=True):
     cfg = dict(
         type='EncoderDecoder',
         data_preprocessor=dict(
@@ -116,8 +115,9 @@ def label_with_model(model, batch):
     with torch.no_grad():
         for i, sample in enumerate(batch['data_samples']):
             out = model.test_step(
-                dict(inputs=[batch['inputs'][i]],
-                     data_samples=[sample.clone()]))[0]
+                dict(
+                    inputs=[batch['inputs'][i]],
+                    data_samples=[sample.clone()]))[0]
             label = sample.gt_sem_seg.data
             pred = out.pred_sem_seg.data.to(label.dtype)
             sample.gt_sem_seg.data = torch.where(label == 255, label, pred)
@@ -131,12 +131,18 @@ def state_snapshot(model):
             n: None if p.grad is None else p.grad.clone()
             for n, p in model.named_parameters()
         },
-        requires_grad={n: p.requires_grad
-                       for n, p in model.named_parameters()},
-        buffers={n: b.clone()
-                 for n, b in model.named_buffers()},
-        modes={n: m.training
-               for n, m in model.named_modules()})
+        requires_grad={
+            n: p.requires_grad
+            for n, p in model.named_parameters()
+        },
+        buffers={
+            n: b.clone()
+            for n, b in model.named_buffers()
+        },
+        modes={
+            n: m.training
+            for n, m in model.named_modules()
+        })
 
 
 def assert_same_state(before, after):

@@ -227,16 +227,16 @@ def test_fast_newton_is_exact_on_an_affine_model():
         x = images[i].double().flatten().numpy()
         y = labels[i].flatten().numpy()
         rows = [(weight[y[p], p] - weight[1 - y[p], p],
-                 bias[y[p], p] - bias[1 - y[p], p])
-                for p in range(len(y)) if y[p] != IGNORE]
+                 bias[y[p], p] - bias[1 - y[p], p]) for p in range(len(y))
+                if y[p] != IGNORE]
         direction = np.mean([r[0] for r in rows], axis=0)
         offset = np.mean([r[1] for r in rows])
         gbar = direction @ x + offset
         eps = gbar / np.abs(direction).sum()
         assert out.eps[i].item() == pytest.approx(eps, rel=1e-4)
         x_adv = out.images[i].double().flatten().numpy()
-        np.testing.assert_allclose(x_adv, x - eps * np.sign(direction),
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            x_adv, x - eps * np.sign(direction), atol=1e-6)
         assert abs(direction @ x_adv + offset) < 1e-4 * abs(gbar)
 
 
@@ -301,8 +301,8 @@ def test_bim_sweep_skips_radius_zero():
         calls.append(1)
         return net(x)
 
-    swept = dict(BIM(0.02, 0.004, 10).sweep(counted, images, labels,
-                                            [0, 0.02]))
+    swept = dict(
+        BIM(0.02, 0.004, 10).sweep(counted, images, labels, [0, 0.02]))
     assert len(calls) == 10
     assert torch.equal(swept[0].images, images)
 

@@ -8,11 +8,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from mmengine.registry import init_default_scope
+from mmseg.registry import DATASETS, TRANSFORMS
 
 import mmseg_fnm  # noqa: F401  (registers the data set and transforms)
-from mmseg.registry import DATASETS, TRANSFORMS
 from mmseg_fnm.datasets import DemoShapesDataset, check_demo_dataset
 from mmseg_fnm.datasets.synthetic import MANIFEST_NAME
 
@@ -140,6 +139,19 @@ def test_unreadable_image_is_named(root):
     assert '--force' in str(info.value)
 
 
+def test_truncated_label_is_named(root):
+    # header intact, body cut: mmseg's LoadAnnotations would only say
+    # "image file is truncated"; without a manifest the files are decoded
+    os.remove(osp.join(root, MANIFEST_NAME))
+    bad = osp.join(root, 'ann_dir', 'train', 'shapes_00003.png')
+    with open(bad, 'rb') as f:
+        data = f.read()
+    with open(bad, 'wb') as f:
+        f.write(data[:len(data) // 2])
+    with pytest.raises(OSError, match=bad):
+        DATASETS.build(_cfg(root, auto_generate=False))
+
+
 def test_missing_image_is_named(root):
     os.remove(osp.join(root, MANIFEST_NAME))
     bad = osp.join(root, 'img_dir', 'train', 'shapes_00007.png')
@@ -208,19 +220,19 @@ _DIST_SCRIPT = textwrap.dedent("""
 
     synthetic._write_all = counting_write_all
     dist.init_process_group(backend='gloo')
-    root = sys.argv[1]
-    cfg = dict(
-        type='DemoShapesDataset', data_root=root,
-        gen_cfg=dict(num_train=6, num_val=2, image_size=32, seed=0),
-        ann_file='splits/train.txt',
-        data_prefix=dict(img_path='img_dir/train',
-                         seg_map_path='ann_dir/train'))
-    try:
-        dataset = DATASETS.build(cfg)
-        print(f'rank {get_rank()} ok {len(dataset)}', flush=True)
-    except Exception as e:
-        print(f'rank {get_rank()} error {type(e).__name__}: {e}',
-              flush=True)
+    for root in sys.argv[1:]:
+        cfg = dict(
+            type='DemoShapesDataset', data_root=root,
+            gen_cfg=dict(num_train=6, num_val=2, image_size=32, seed=0),
+            ann_file='splits/train.txt',
+            data_prefix=dict(img_path='img_dir/train',
+                             seg_map_path='ann_dir/train'))
+        try:
+            dataset = DATASETS.build(cfg)
+            print(f'rank {get_rank()} ok {len(dataset)}', flush=True)
+        except Exception as e:
+            print(f'rank {get_rank()} error {type(e).__name__}: {e}',
+                  flush=True)
     dist.destroy_process_group()
 """)
 
@@ -228,33 +240,32 @@ _DIST_SCRIPT = textwrap.dedent("""
 def test_two_ranks_build_once_and_fail_together(tmp_path):
     script = tmp_path / 'build.py'
     script.write_text(_DIST_SCRIPT)
-
-    def run(root):
-        env = dict(os.environ, OMP_NUM_THREADS='1')
-        out = subprocess.run(
-            [
-                sys.executable, '-m', 'torch.distributed.run',
-                '--standalone', '--nproc_per_node=2', str(script),
-                str(root)
-            ],
-            capture_output=True,
-            text=True,
-            timeout=240,
-            env=env)
-        assert out.returncode == 0, out.stderr[-3000:]
-        return out.stdout + out.stderr
-
     good = tmp_path / 'data' / 'shapes'
-    log = run(good)
-    assert 'rank 0 ok 6' in log and 'rank 1 ok 6' in log
-    assert log.count('writes') == 1  # one builder, the other waited
-    assert os.listdir(tmp_path / 'data') == ['shapes']
-
-    # a folder the builder must not touch: both ranks report it, no hang
+    # a folder the builder must not touch
     foreign = tmp_path / 'foreign'
     foreign.mkdir()
     (foreign / 'notes.txt').write_text('keep me')
-    log = run(foreign)
+    out = subprocess.run(
+        [
+            sys.executable, '-m', 'torch.distributed.run', '--standalone',
+            '--nproc_per_node=2',
+            str(script),
+            str(good),
+            str(foreign)
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,  # a rank left waiting would hang here
+        env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert out.returncode == 0, out.stderr[-3000:]
+    log = out.stdout
+    # one builder, the other rank waited and then read the same data
+    assert 'rank 0 ok 6' in log and 'rank 1 ok 6' in log
+    assert log.count('writes') == 1
+    assert check_demo_dataset(
+        str(good), dict(num_train=6, num_val=2, image_size=32)) is None
+    assert os.listdir(tmp_path / 'data') == ['shapes']
+    # the builder fails: both ranks raise, neither hangs
     assert 'rank 0 error FileExistsError' in log
     assert 'rank 1 error RuntimeError: rank 0 failed' in log
     assert (foreign / 'notes.txt').read_text() == 'keep me'

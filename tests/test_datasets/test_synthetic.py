@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from mmseg_fnm.datasets import synthetic
-from mmseg_fnm.datasets.synthetic import (CLASSES, IGNORE_INDEX,
-                                          MANIFEST_NAME, check_demo_dataset,
+from mmseg_fnm.datasets.synthetic import (CLASSES, IGNORE_INDEX, MANIFEST_NAME,
+                                          check_demo_dataset,
                                           prepare_demo_dataset, render_sample)
 
 SMALL = dict(num_train=12, num_val=6, image_size=48, seed=3)

@@ -2,7 +2,6 @@ import importlib.util
 import os.path as osp
 
 import pytest
-import torch
 
 from mmseg_fnm.utils.testing import write_tiny_seg_dataset
 
@@ -24,14 +23,6 @@ def tiny_data(tmp_path_factory):
     return write_tiny_seg_dataset(str(tmp_path_factory.mktemp('tiny_data')))
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope='session')
 def tools_train():
     """tools/train.py as a module (``main(argv)`` returns the Runner)."""
@@ -42,3 +33,9 @@ def tools_train():
 def tools_test():
     """tools/test.py as a module (``main(argv)`` returns the metrics)."""
     return _load_tool('test')
+
+
+@pytest.fixture(scope='session')
+def tools_convert():
+    """tools/convert_checkpoint.py as a module."""
+    return _load_tool('convert_checkpoint')

@@ -30,8 +30,7 @@ def test_test_tool_evaluates_a_trained_checkpoint(tmp_path, tiny_data,
     assert len([f for f in os.listdir(out_dir) if f.endswith('.png')]) == 2
 
 
-def test_test_tool_refuses_unsafe_checkpoints(tmp_path, tiny_data,
-                                              tools_test):
+def test_test_tool_refuses_unsafe_checkpoints(tmp_path, tiny_data, tools_test):
     cfg_file = write_tiny_seg_config(
         str(tmp_path / 'tiny.py'), tiny_data, str(tmp_path / 'work'))
     unsafe = str(tmp_path / 'unsafe.pth')

@@ -36,19 +36,33 @@ def _runner_like_checkpoint():
             },
             'cfg': ConfigDict(a=1),
         },
-        'state_dict': OrderedDict(w=torch.randn(2, 2),
-                                  p=torch.nn.Parameter(torch.ones(1))),
+        'state_dict':
+        OrderedDict(
+            w=torch.arange(4.).reshape(2, 2),
+            p=torch.nn.Parameter(torch.ones(1))),
         'message_hub': {
-            'log_scalars': OrderedDict([('train/loss', loss),
-                                        ('train/count', count)]),
-            'runtime_info': OrderedDict(best_score=np.float64(0.25),
-                                        names=np.array(['x', 'yz']),
-                                        flags=np.array([True, False]),
-                                        pair=Pair(np.float32(1.0), 2)),
-            'resumed_keys': OrderedDict([('train/loss', True)]),
+            'log_scalars':
+            OrderedDict([('train/loss', loss), ('train/count', count)]),
+            'runtime_info':
+            OrderedDict(
+                best_score=np.float64(0.25),
+                names=np.array(['x', 'yz']),
+                flags=np.array([True, False]),
+                pair=Pair(np.float32(1.0), 2)),
+            'resumed_keys':
+            OrderedDict([('train/loss', True)]),
         },
-        'optimizer': {'state': {0: {'momentum_buffer': torch.zeros(2)}},
-                      'param_groups': [{'lr': 0.01, 'params': [0]}]},
+        'optimizer': {
+            'state': {
+                0: {
+                    'momentum_buffer': torch.zeros(2)
+                }
+            },
+            'param_groups': [{
+                'lr': 0.01,
+                'params': [0]
+            }]
+        },
     }
 
 

@@ -48,7 +48,16 @@ def test_gloo_group_and_cpu_ddp(monkeypatch):
     monkeypatch.setenv('WORLD_SIZE', '1')
     monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
     monkeypatch.setenv('MASTER_PORT', str(_free_port()))
-    cfg = Config(dict(find_unused_parameters=True))
+    cfg = Config(
+        dict(
+            find_unused_parameters=True,
+            sync_bn='torch',
+            model=dict(
+                backbone=dict(norm_cfg=dict(type='SyncBN')),
+                heads=[
+                    dict(norm_cfg=dict(type='MMSyncBN')),
+                    dict(norm_cfg=dict(type='GN'))
+                ])))
     custom = Config(
         dict(model_wrapper_cfg=dict(type='MMDistributedDataParallel')))
     try:
@@ -56,14 +65,17 @@ def test_gloo_group_and_cpu_ddp(monkeypatch):
         assert torch_dist.get_backend() == 'gloo'
         assert cfg.model_wrapper_cfg.device_ids is None
         assert cfg.model_wrapper_cfg.find_unused_parameters is True
+        # SyncBN raises on CPU tensors.
+        assert cfg.model.backbone.norm_cfg.type == 'BN'
+        assert [h.norm_cfg.type for h in cfg.model.heads] == ['BN', 'GN']
+        assert 'sync_bn' not in cfg
         # An existing group is reused; the config's wrapper is completed.
         assert setup_cpu_distributed(custom, 'pytorch') is True
         assert custom.model_wrapper_cfg.device_ids is None
         # The Runner passes device_ids=[LOCAL_RANK]; the config must win.
         model = MODEL_WRAPPERS.build(
             cfg.model_wrapper_cfg,
-            default_args=dict(
-                module=torch.nn.Linear(2, 1), device_ids=[0]))
+            default_args=dict(module=torch.nn.Linear(2, 1), device_ids=[0]))
         assert model.device_ids is None
         model(torch.ones(3, 2)).sum().backward()
         assert model.module.weight.grad is not None

@@ -1,4 +1,6 @@
-# Short iteration-based schedule for the CPU demo.
+# Short iteration-based schedule for the CPU demo.  Hooks are set by
+# _base_/default_runtime.py (a sibling base may not redefine them); the
+# demo leaf configs adjust their intervals.
 max_iters = 800
 optimizer = dict(type='SGD', lr=0.02, momentum=0.9, weight_decay=1e-4)
 optim_wrapper = dict(type='OptimWrapper', optimizer=optimizer, clip_grad=None)
@@ -15,15 +17,3 @@ train_cfg = dict(
     type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters // 2)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
-default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=20, log_metric_by_epoch=False),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(
-        type='CheckpointHook',
-        by_epoch=False,
-        interval=max_iters // 2,
-        max_keep_ckpts=2,
-        save_best='mIoU'),
-    sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='SegVisualizationHook'))

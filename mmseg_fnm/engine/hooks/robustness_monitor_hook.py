@@ -56,8 +56,8 @@ class RobustnessMonitorHook(Hook):
                  action: str = 'warn') -> None:
         for name, value in (('interval', interval), ('num_samples',
                                                      num_samples)):
-            if isinstance(value, bool) or not isinstance(
-                    value, int) or value < 1:
+            if isinstance(value,
+                          bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f'RobustnessMonitorHook.{name} must be an '
                                  f'integer >= 1, got {value!r}')
         if isinstance(drop, bool) or not isinstance(
@@ -102,8 +102,10 @@ class RobustnessMonitorHook(Hook):
         accuracy = self.measure(runner.model)
         step = runner.iter + 1
         runner.visualizer.add_scalars(
-            {f'monitor/{k}_acc': v
-             for k, v in accuracy.items()}, step=step)
+            {
+                f'monitor/{k}_acc': v
+                for k, v in accuracy.items()
+            }, step=step)
         print_log(
             f'Robustness monitor (iter {step}): clean '
             f'{accuracy["clean"]:.4f}, FGSM {accuracy["fgsm"]:.4f}, BIM '
@@ -138,8 +140,7 @@ class RobustnessMonitorHook(Hook):
         was_training = segmentor.training
         names = ['clean', *self.attacks]
         device = next(segmentor.parameters()).device
-        counts = torch.zeros(len(names), 2, dtype=torch.float64,
-                             device=device)
+        counts = torch.zeros(len(names), 2, dtype=torch.float64, device=device)
         segmentor.eval()
         try:
             for sample in self._samples:

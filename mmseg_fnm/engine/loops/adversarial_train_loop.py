@@ -117,8 +117,8 @@ class AdversarialTrainingMixin:
         indices = chosen.nonzero().flatten().tolist()
         attacked = indices or ([0] if self._needs_lockstep() else [])
         if not attacked:
-            self.last_attack = AttackRecord(len(inputs), [], torch.zeros(0),
-                                            0.)
+            self.last_attack = AttackRecord(
+                len(inputs), [], torch.zeros(0), 0.)
             return data_batch
 
         optim_wrapper = self.runner.optim_wrapper
@@ -138,14 +138,15 @@ class AdversarialTrainingMixin:
             torch.cuda.synchronize(eps.device)
         seconds = time.perf_counter() - start
         if not indices:  # lockstep pass only: nothing is replaced
-            self.last_attack = AttackRecord(len(inputs), [], torch.zeros(0),
-                                            seconds)
+            self.last_attack = AttackRecord(
+                len(inputs), [], torch.zeros(0), seconds)
             return data_batch
         new_inputs = list(inputs)
         for i, adv in zip(indices, adv_inputs):
             new_inputs[i] = adv
-        self.last_attack = AttackRecord(len(inputs), indices,
-                                        eps.detach().cpu(), seconds)
+        self.last_attack = AttackRecord(
+            len(inputs), indices,
+            eps.detach().cpu(), seconds)
         return dict(data_batch, inputs=new_inputs)
 
     def _train_on(self, idx: int, data_batch: dict) -> None:

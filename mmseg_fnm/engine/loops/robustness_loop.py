@@ -16,8 +16,8 @@ from mmengine.dist import is_main_process
 from mmengine.evaluator import Evaluator
 from mmengine.runner import TestLoop, ValLoop
 from mmseg.registry import LOOPS
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress,
-                           TextColumn, TimeRemainingColumn)
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeRemainingColumn)
 from torch.utils.data import DataLoader
 
 from mmseg_fnm.attacks import BaseAttack, SegmentorAttacker, build_attack
@@ -25,8 +25,7 @@ from mmseg_fnm.evaluation import RobustnessMetric
 from mmseg_fnm.evaluation.robustness_metric import ADV_PREDS
 
 #: The paper's evaluation: FGSM and BIM (N=10, alpha=0.004), eps 0..0.04.
-DEFAULT_ATTACKS = (dict(type='FGSM'), dict(type='BIM', alpha=0.004,
-                                           steps=10))
+DEFAULT_ATTACKS = (dict(type='FGSM'), dict(type='BIM', alpha=0.004, steps=10))
 DEFAULT_EPSILONS = (0, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.035, 0.04)
 
 
@@ -143,8 +142,10 @@ class RobustnessLoopMixin:
             metric.source.update(
                 checkpoint=runner._load_from,
                 config=None if config is None else osp.abspath(config),
-                attacks={k: repr(v)
-                         for k, v in self.attacks.items()})
+                attacks={
+                    k: repr(v)
+                    for k, v in self.attacks.items()
+                })
 
     def _attacked_outputs(self, data_batch: dict, step_fn, progress=None):
         """Clean outputs of a batch with every setting's predictions
@@ -152,14 +153,14 @@ class RobustnessLoopMixin:
         model = self.runner.model
         with torch.no_grad():
             outputs = step_fn(data_batch)
-        preds: List[Dict[Tuple[str, float], torch.Tensor]] = [
-            {} for _ in outputs
-        ]
+        preds: List[Dict[Tuple[str, float],
+                         torch.Tensor]] = [{} for _ in outputs]
         for name, attack in self.attacks.items():
             if progress is not None:
                 progress.update(progress.task_ids[0], attack=name)
-            for eps, inputs, _ in self.attacker.sweep(
-                    model, attack, data_batch, self.epsilons):
+            for eps, inputs, _ in self.attacker.sweep(model, attack,
+                                                      data_batch,
+                                                      self.epsilons):
                 if eps == 0:
                     continue  # the clean outputs are radius 0
                 adv_batch = dict(
@@ -227,8 +228,8 @@ class RobustnessLoopMixin:
             parts = key.split('/')
             if len(parts) == 3 and parts[1].startswith('eps_'):
                 step = int(round(float(parts[1][4:]) * 1000))
-                visualizer.add_scalar(f'{tag}/{parts[0]}/{parts[2]}',
-                                      value, step=step)
+                visualizer.add_scalar(
+                    f'{tag}/{parts[0]}/{parts[2]}', value, step=step)
 
 
 @LOOPS.register_module()
@@ -254,8 +255,8 @@ class RobustnessTestLoop(RobustnessLoopMixin, TestLoop):
                  attacks: Sequence[dict] = DEFAULT_ATTACKS,
                  epsilons: Sequence[float] = DEFAULT_EPSILONS,
                  fp16: bool = False) -> None:
-        evaluator = self._init_robustness(runner, evaluator, attacks,
-                                          epsilons, 'test_cfg')
+        evaluator = self._init_robustness(runner, evaluator, attacks, epsilons,
+                                          'test_cfg')
         super().__init__(runner, dataloader, evaluator, fp16)
         self._metrics()  # fail at build time, before any image
         self._progress: Optional[Progress] = None
@@ -284,8 +285,8 @@ class RobustnessValLoop(RobustnessLoopMixin, ValLoop):
                  attacks: Sequence[dict] = DEFAULT_ATTACKS,
                  epsilons: Sequence[float] = DEFAULT_EPSILONS,
                  fp16: bool = False) -> None:
-        evaluator = self._init_robustness(runner, evaluator, attacks,
-                                          epsilons, 'val_cfg')
+        evaluator = self._init_robustness(runner, evaluator, attacks, epsilons,
+                                          'val_cfg')
         super().__init__(runner, dataloader, evaluator, fp16)
         self._metrics()
         self._progress: Optional[Progress] = None

@@ -1,8 +1,8 @@
+import glob
 import os.path as osp
 import time
 
 import numpy as np
-import pytest
 import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
@@ -31,14 +31,6 @@ class _NumpyStateHook(Hook):
         self.loaded_type = type(checkpoint['numpy_state'])
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _build_runner(tmp_path, name, **extra):
     data_root = write_tiny_seg_dataset(str(tmp_path / 'data'), num_train=4)
     cfg_file = write_tiny_seg_config(
@@ -46,8 +38,11 @@ def _build_runner(tmp_path, name, **extra):
         data_root,
         str(tmp_path / 'work'),
         max_iters=2,
+        # Validation puts numpy scalars (best score, eta) into the hub.
+        val_interval=1,
         experiment_name=f'{name}_{time.time_ns()}',
         custom_hooks=[dict(type='_NumpyStateHook')],
+        **{'default_hooks.checkpoint.save_best': 'mIoU'},
         **extra)
     return Runner.from_cfg(Config.fromfile(cfg_file))
 
@@ -64,10 +59,16 @@ def test_runner_checkpoint_loads_weights_only_and_resumes(
     assert any(isinstance(h, SafeCheckpointHook) for h in runner.hooks)
     runner.train()
     path = osp.join(runner.work_dir, 'iter_2.pth')
-    saved = torch.load(path, weights_only=True)
-    scalars = saved['message_hub']['log_scalars']
-    assert 'train/loss' in scalars
-    assert not isinstance(scalars['train/loss'], HistoryBuffer)
+    best = glob.glob(osp.join(runner.work_dir, 'best_mIoU_iter_*.pth'))
+    assert len(best) == 1
+    for checkpoint in (path, best[0]):
+        saved = torch.load(checkpoint, weights_only=True)
+        scalars = saved['message_hub']['log_scalars']
+        assert 'train/loss' in scalars and 'val/mIoU' in scalars
+        assert not isinstance(scalars['train/loss'], HistoryBuffer)
+        # The live value is a numpy scalar.
+        assert type(saved['message_hub']['runtime_info']['best_score']) is \
+            float
     hub = runner.message_hub.log_scalars['train/loss']
 
     resumed = _build_runner(
@@ -82,3 +83,23 @@ def test_runner_checkpoint_loads_weights_only_and_resumes(
     numpy_hook = next(
         h for h in resumed.hooks if isinstance(h, _NumpyStateHook))
     assert numpy_hook.loaded_type is np.ndarray
+
+
+def test_demo_fnm_checkpoint_is_safe_and_resumes(demo_cfg, tmp_path,
+                                                 one_thread):
+    """The project's own adversarial-training config, end to end."""
+    cfg = demo_cfg('fnm', work_dir=str(tmp_path / 'fnm'), max_iters=2)
+    cfg.experiment_name = f'demo_fnm_{time.time_ns()}'
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    path = osp.join(runner.work_dir, 'iter_2.pth')
+    torch.load(path, weights_only=True)
+
+    cfg = demo_cfg('fnm', work_dir=str(tmp_path / 'fnm_resumed'), max_iters=3)
+    cfg.experiment_name = f'demo_fnm_resume_{time.time_ns()}'
+    cfg.load_from, cfg.resume = path, True
+    resumed = Runner.from_cfg(cfg)
+    resumed.train()
+    assert resumed.iter == 3
+    assert len(resumed.message_hub.log_scalars['train/loss'].data[0]) == 3
+    torch.load(osp.join(resumed.work_dir, 'iter_3.pth'), weights_only=True)

@@ -15,7 +15,10 @@ class _RecordAttackHook(Hook):
     """Test helper: remember the adversarial choices and radii."""
     records = []
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
                          outputs=None):
         record = runner.train_loop.last_attack
         type(self).records.append(
@@ -31,7 +34,10 @@ class _RecordWeightsHook(Hook):
     def before_train(self, runner):
         type(self).weights.append(weights_of(runner))
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
                          outputs=None):
         type(self).weights.append(weights_of(runner))
 
@@ -43,7 +49,10 @@ def train(cfg):
 
 
 def weights_of(runner):
-    return {k: v.detach().clone() for k, v in runner.model.state_dict().items()}
+    return {
+        k: v.detach().clone()
+        for k, v in runner.model.state_dict().items()
+    }
 
 
 def assert_same_weights(a, b):
@@ -75,7 +84,8 @@ def test_adversarial_training_changes_the_update(demo_cfg):
     assert record.seconds > 0
     changed = [
         k for k, v in weights_of(runner).items()
-        if v.is_floating_point() and not torch.equal(v, weights_of(stock)[k])
+        if v.is_floating_point() and not torch.equal(v,
+                                                     weights_of(stock)[k])
     ]
     assert changed
 
@@ -111,8 +121,8 @@ def test_resume_continues_identically(demo_cfg):
     torch.load(checkpoint, weights_only=True)
 
     _RecordAttackHook.records = []
-    resumed_cfg = demo_cfg('fgsm', max_iters=4,
-                           work_dir=cfg.work_dir + '_resumed')
+    resumed_cfg = demo_cfg(
+        'fgsm', max_iters=4, work_dir=cfg.work_dir + '_resumed')
     resumed_cfg.custom_hooks = [dict(type='_RecordAttackHook')]
     resumed_cfg.resume = True
     resumed_cfg.load_from = checkpoint
@@ -130,10 +140,11 @@ def test_epoch_based_loop(demo_cfg):
         val_interval=2,
         attack=dict(type='FastNewton'),
         adv_prob=0.5)
-    cfg.param_scheduler = [dict(type='PolyLR', power=0.9, by_epoch=True,
-                                begin=0, end=2)]
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=True,
-                                        interval=2)
+    cfg.param_scheduler = [
+        dict(type='PolyLR', power=0.9, by_epoch=True, begin=0, end=2)
+    ]
+    cfg.default_hooks.checkpoint = dict(
+        type='CheckpointHook', by_epoch=True, interval=2)
     cfg.default_hooks.logger.log_metric_by_epoch = True
     runner = train(cfg)
     assert runner.epoch == 2 and runner.iter == 2 * 16 // 4
@@ -161,8 +172,8 @@ def test_attack_statistics_reach_the_visualizer(demo_cfg):
     cfg.train_cfg.adv_prob = 1.0
     cfg.custom_hooks = [dict(type='AdversarialStatsHook', loss_interval=2)]
     train(cfg)
-    [scalars] = glob.glob(osp.join(cfg.work_dir, '*', 'vis_data',
-                                   'scalars.json'))
+    [scalars
+     ] = glob.glob(osp.join(cfg.work_dir, '*', 'vis_data', 'scalars.json'))
     with open(scalars) as f:
         logged = [json.loads(line) for line in f]
     keys = set().union(*logged)
@@ -177,22 +188,25 @@ def test_attack_statistics_reach_the_visualizer(demo_cfg):
 def test_robustness_monitor_logs_to_the_visualizer(demo_cfg):
     cfg = demo_cfg('fnm', max_iters=2)
     cfg.custom_hooks = [
-        dict(type='RobustnessMonitorHook', interval=2, num_samples=2,
-             bim=dict(type='BIM', eps=0.03, alpha=0.01, steps=3))
+        dict(
+            type='RobustnessMonitorHook',
+            interval=2,
+            num_samples=2,
+            bim=dict(type='BIM', eps=0.03, alpha=0.01, steps=3))
     ]
     runner = train(cfg)
-    [hook] = [h for h in runner.hooks
-              if type(h).__name__ == 'RobustnessMonitorHook']
+    [hook] = [
+        h for h in runner.hooks if type(h).__name__ == 'RobustnessMonitorHook'
+    ]
     [measured] = hook.history
     assert 0 <= measured['bim'] <= measured['fgsm'] + 0.5
-    [scalars] = glob.glob(osp.join(cfg.work_dir, '*', 'vis_data',
-                                   'scalars.json'))
+    [scalars
+     ] = glob.glob(osp.join(cfg.work_dir, '*', 'vis_data', 'scalars.json'))
     with open(scalars) as f:
         logged = [json.loads(line) for line in f]
     monitor = [r for r in logged if 'monitor/bim_acc' in r]
     assert monitor and monitor[0]['step'] == 2
-    assert monitor[0]['monitor/clean_acc'] == pytest.approx(
-        measured['clean'])
+    assert monitor[0]['monitor/clean_acc'] == pytest.approx(measured['clean'])
 
 
 @pytest.mark.parametrize('key, value, error, words', [
@@ -204,8 +218,8 @@ def test_robustness_monitor_logs_to_the_visualizer(demo_cfg):
     ('attack', dict(type='BIM', steps=0), ValueError, 'steps'),
     ('norm_mode', 'frozen', ValueError, 'norm_mode'),
 ])
-def test_bad_train_cfg_is_refused_before_training(demo_cfg, key, value,
-                                                   error, words):
+def test_bad_train_cfg_is_refused_before_training(demo_cfg, key, value, error,
+                                                  words):
     cfg = demo_cfg('fnm')
     cfg.train_cfg[key] = value
     runner = Runner.from_cfg(cfg)

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mmengine.utils.dl_utils.parrots_wrapper import _BatchNorm
+from mmseg.registry import MODELS
 
 import mmseg_fnm  # noqa: F401  (registers PreActResNet)
-from mmseg.registry import MODELS
 from mmseg_fnm.models import PreActResNet, convert_timm_resnetv2
 
 torch.set_num_threads(1)
@@ -110,16 +110,24 @@ def timm_reference_features(sd, depth, x, strides, dilations):
                     xp, sd[p + 'downsample.conv.weight'], stride=s)
             if basic:
                 y = F.conv2d(
-                    xp, sd[p + 'conv1.weight'], stride=s, padding=fd,
+                    xp,
+                    sd[p + 'conv1.weight'],
+                    stride=s,
+                    padding=fd,
                     dilation=fd)
                 y = F.conv2d(
-                    bn(y, p + 'norm2'), sd[p + 'conv2.weight'], padding=d,
+                    bn(y, p + 'norm2'),
+                    sd[p + 'conv2.weight'],
+                    padding=d,
                     dilation=d)
             else:
                 y = F.conv2d(xp, sd[p + 'conv1.weight'])
                 y = F.conv2d(
-                    bn(y, p + 'norm2'), sd[p + 'conv2.weight'], stride=s,
-                    padding=fd, dilation=fd)
+                    bn(y, p + 'norm2'),
+                    sd[p + 'conv2.weight'],
+                    stride=s,
+                    padding=fd,
+                    dilation=fd)
                 y = F.conv2d(bn(y, p + 'norm3'), sd[p + 'conv3.weight'])
             x = y + shortcut
         out_norm = 'norm' if i == len(layers) - 1 else \
@@ -194,7 +202,8 @@ def test_timm_weights_match_timm_forward(tmp_path, depth, fmt, kwargs):
     else:
         save_safetensors(sd, path)
     model = build(
-        depth, init_cfg=dict(type='Pretrained', checkpoint=str(path)),
+        depth,
+        init_cfg=dict(type='Pretrained', checkpoint=str(path)),
         **kwargs)
     model.init_weights()
     own = model.state_dict()
@@ -206,9 +215,9 @@ def test_timm_weights_match_timm_forward(tmp_path, depth, fmt, kwargs):
     model.eval()
     with torch.no_grad():
         outs = model(x)
-        ref = timm_reference_features(
-            sd, depth, x, kwargs.get('strides', (1, 2, 2, 2)),
-            kwargs.get('dilations', (1, 1, 1, 1)))
+        ref = timm_reference_features(sd, depth, x,
+                                      kwargs.get('strides', (1, 2, 2, 2)),
+                                      kwargs.get('dilations', (1, 1, 1, 1)))
     assert len(outs) == 4
     for o, r in zip(outs, ref):
         assert o.shape == r.shape
@@ -230,8 +239,10 @@ def test_pretrained_prefix_and_errors(tmp_path):
     seg['decode_head.conv_seg.weight'] = torch.zeros(2, 2, 1, 1)
     path = tmp_path / 'seg.pth'
     torch.save({'meta': {}, 'state_dict': seg}, path)
-    model = build(18, init_cfg=dict(type='Pretrained', checkpoint=str(path),
-                                    prefix='backbone.'))
+    model = build(
+        18,
+        init_cfg=dict(
+            type='Pretrained', checkpoint=str(path), prefix='backbone.'))
     model.init_weights()
     assert torch.equal(model.state_dict()['norm.running_var'],
                        sd['norm.running_var'])
@@ -244,18 +255,22 @@ def test_pretrained_prefix_and_errors(tmp_path):
         model.init_weights()
     # a 4-channel stem into a 3-channel model: shapes differ
     path4 = tmp_path / 'r18_4ch.pth'
-    torch.save(dict(sd, **{'stem.conv.weight': torch.zeros(64, 4, 7, 7)}),
-               path4)
+    torch.save(
+        dict(sd, **{'stem.conv.weight': torch.zeros(64, 4, 7, 7)}), path4)
     model = build(18, init_cfg=dict(type='Pretrained', checkpoint=str(path4)))
     with pytest.raises(ValueError, match='shapes differ'):
         model.init_weights()
     # a GroupNorm (BiT) checkpoint has no running statistics
-    bit = {k: v for k, v in sd.items() if 'running' not in k
-           and 'num_batches' not in k}
+    bit = {
+        k: v
+        for k, v in sd.items() if 'running' not in k and 'num_batches' not in k
+    }
     with pytest.raises(ValueError, match='BiT'):
         convert_timm_resnetv2(bit)
-    model = build(18, init_cfg=dict(type='Pretrained',
-                                    checkpoint=str(tmp_path / 'nope.pth')))
+    model = build(
+        18,
+        init_cfg=dict(
+            type='Pretrained', checkpoint=str(tmp_path / 'nope.pth')))
     with pytest.raises(FileNotFoundError, match='nope.pth'):
         model.init_weights()
 
@@ -264,7 +279,7 @@ class _Payload:
     """A pickled object that weights_only loading must refuse."""
 
     def __reduce__(self):
-        return (print, ('code ran while loading',))
+        return (print, ('code ran while loading', ))
 
 
 def test_pretrained_loading_is_weights_only(tmp_path):
@@ -297,8 +312,8 @@ def test_with_cp_matches_plain_forward_and_grads():
         outs = model(xi)
         loss = sum((o * (k + 1)).mean() for k, o in enumerate(outs))
         loss.backward()
-        results.append((outs, xi.grad, model.stem.conv.weight.grad,
-                        len(calls)))
+        results.append(
+            (outs, xi.grad, model.stem.conv.weight.grad, len(calls)))
     (o1, g1, w1, n1), (o2, g2, w2, n2) = results
     for a, b in zip(o1, o2):
         torch.testing.assert_close(a, b)
@@ -334,8 +349,7 @@ def test_norm_eval():
     model = build(18).train()
     before = _bn_stats(model)
     model(torch.randn(2, 3, 32, 32))
-    assert not all(
-        torch.equal(a, b) for a, b in zip(before, _bn_stats(model)))
+    assert not all(torch.equal(a, b) for a, b in zip(before, _bn_stats(model)))
 
 
 def test_frozen_stages():
@@ -359,3 +373,28 @@ def test_frozen_stages():
         for a, b in zip(after_unfrozen, _bn_stats(model.stages[2])))
     model = build(18, frozen_stages=4).train()
     assert all(not p.requires_grad for p in model.parameters())
+
+
+def test_pretrained_through_segmentor_init_weights(tmp_path):
+    """mmengine's init_weights of a segmentor reaches the backbone's."""
+    sd = timm_state_dict(18)
+    path = tmp_path / 'resnetv2_18.pth'
+    torch.save(sd, path)
+    segmentor = MODELS.build(
+        dict(
+            type='EncoderDecoder',
+            backbone=dict(
+                type='PreActResNet',
+                depth=18,
+                init_cfg=dict(type='Pretrained', checkpoint=str(path)),
+                **D8),
+            decode_head=dict(
+                type='PSPHead',
+                in_channels=512,
+                in_index=3,
+                channels=16,
+                num_classes=3,
+                loss_decode=dict(type='CrossEntropyLoss'))))
+    segmentor.init_weights()
+    own = segmentor.backbone.state_dict()
+    assert all(torch.equal(own[k], sd[k]) for k in own)
