@@ -5,7 +5,11 @@ The configs are the real files in ``configs/demo``; only sizes change
 dataloader workers), so that a Runner trains a few iterations in seconds.
 """
 import copy
+import os
 import os.path as osp
+import socket
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -103,3 +107,70 @@ def trained_demo(tmp_path_factory, demo_data_root):
     cfg.optim_wrapper.optimizer.lr = 0.05
     Runner.from_cfg(copy.deepcopy(cfg)).train()
     return cfg, osp.join(work_dir, 'iter_40.pth')
+
+
+RANK_DUMP_HOOK = '''
+import os.path as osp
+
+import torch
+from mmengine.dist import get_rank, get_world_size
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmseg.registry import HOOKS
+
+
+@HOOKS.register_module()
+class DumpRankWeightsHook(Hook):
+
+    def after_train(self, runner):
+        model = runner.model
+        wrapper = type(model).__name__
+        if is_model_wrapper(model):
+            model = model.module
+        torch.save(
+            dict(
+                world_size=get_world_size(),
+                wrapper=wrapper,
+                params={n: p.detach()
+                        for n, p in model.named_parameters()},
+                buffers={n: b for n, b in model.named_buffers()}),
+            osp.join(runner.work_dir, f'rank{get_rank()}.pth'))
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def dist_train(tmp_path):
+    """``dist_train(cfg_file, work_dir)``: 2-process gloo training with
+    ``tools/dist_train.sh``; returns each rank's weights.  The config must
+    import ``rank_dump_hook`` and use ``DumpRankWeightsHook``."""
+    (tmp_path / 'rank_dump_hook.py').write_text(RANK_DUMP_HOOK)
+
+    def run(cfg_file: str, work_dir: str, nproc: int = 2) -> list:
+        env = dict(
+            os.environ,
+            OMP_NUM_THREADS='1',
+            MKL_NUM_THREADS='1',
+            PYTHON=sys.executable,
+            PORT=str(free_port()),
+            PYTHONPATH=str(tmp_path))
+        result = subprocess.run(
+            ['bash', 'tools/dist_train.sh', cfg_file,
+             str(nproc)],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return [
+            torch.load(osp.join(work_dir, f'rank{r}.pth'), weights_only=True)
+            for r in range(nproc)
+        ]
+
+    return run

@@ -19,34 +19,6 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 # Processes started by these tests share the machine's few cores.
 SUBPROCESS_ENV = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
 
-RANK_DUMP_HOOK = '''
-import os.path as osp
-
-import torch
-from mmengine.dist import get_rank, get_world_size
-from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
-from mmseg.registry import HOOKS
-
-
-@HOOKS.register_module()
-class DumpRankWeightsHook(Hook):
-
-    def after_train(self, runner):
-        model = runner.model
-        wrapper = type(model).__name__
-        if is_model_wrapper(model):
-            model = model.module
-        torch.save(
-            dict(
-                world_size=get_world_size(),
-                wrapper=wrapper,
-                params={n: p.detach()
-                        for n, p in model.named_parameters()},
-                buffers={n: b for n, b in model.named_buffers()}),
-            osp.join(runner.work_dir, f'rank{get_rank()}.pth'))
-'''
-
 
 def _free_port():
     with socket.socket() as sock:
@@ -161,8 +133,7 @@ def test_plain_mmengine_checkpoint_error_and_conversion(
     assert len(loss.data[0]) == 4
 
 
-def test_distributed_training_on_cpu(tmp_path, tiny_data):
-    (tmp_path / 'rank_dump_hook.py').write_text(RANK_DUMP_HOOK)
+def test_distributed_training_on_cpu(tmp_path, tiny_data, dist_train):
     work_dir = str(tmp_path / 'dist')
     cfg_file = write_tiny_seg_config(
         str(tmp_path / 'tiny_dist.py'),
@@ -173,20 +144,7 @@ def test_distributed_training_on_cpu(tmp_path, tiny_data):
             imports=['mmseg_fnm', 'rank_dump_hook'],
             allow_failed_imports=False),
         custom_hooks=[dict(type='DumpRankWeightsHook')])
-    env = dict(
-        SUBPROCESS_ENV,
-        PYTHON=sys.executable,
-        PORT=str(_free_port()),
-        PYTHONPATH=str(tmp_path))
-    result = _run(['bash', 'tools/dist_train.sh', cfg_file, '2'],
-                  env=env,
-                  timeout=180)
-    assert result.returncode == 0, result.stderr[-3000:]
-
-    ranks = [
-        torch.load(osp.join(work_dir, f'rank{r}.pth'), weights_only=True)
-        for r in range(2)
-    ]
+    ranks = dist_train(cfg_file, work_dir)
     for dump in ranks:
         assert dump['world_size'] == 2
         assert dump['wrapper'] == 'MMDistributedDataParallel'
