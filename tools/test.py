@@ -1,16 +1,29 @@
 # Test (and evaluate) a segmentor with mmseg_fnm. Same command line as
 # mmseg's tools/test.py; besides, it loads the plugin, loads checkpoints with
-# torch.load(weights_only=True) and runs distributed on CPU.
+# torch.load(weights_only=True), refuses checkpoints that do not fit the
+# config, runs distributed on CPU, and sweeps attacks over radii without
+# editing the config (--robustness, --attacks, --epsilons).
 import argparse
+import ast
 import os
 import os.path as osp
+import warnings
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.hooks import Hook
 from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
 import mmseg_fnm  # noqa: F401  (registers the plugin's components)
+from mmseg_fnm.attacks import build_attack
+from mmseg_fnm.engine.loops.robustness_loop import DEFAULT_ATTACKS
+from mmseg_fnm.registry import ATTACKS
 from mmseg_fnm.utils import setup_cpu_distributed
+from mmseg_fnm.utils.checkpoint_match import check_state_dict
+
+ROBUSTNESS_LOOP = 'RobustnessTestLoop'
+# --attacks NAME: the paper's settings for FGSM and BIM (alpha=0.004, N=10).
+CLI_ATTACKS = {cfg['type']: cfg for cfg in DEFAULT_ATTACKS}
 
 
 # TODO: support fuse_conv_bn, visualization, and format_only
@@ -53,6 +66,26 @@ def parse_args(argv=None):
         help='job launcher')
     parser.add_argument(
         '--tta', action='store_true', help='Test time augmentation')
+    parser.add_argument(
+        '--robustness',
+        action='store_true',
+        help='evaluate under attack: run RobustnessTestLoop (the paper\'s '
+        'sweep: FGSM and BIM, eps 0 to 0.04) instead of the config\'s '
+        'test loop; writes robustness.json/.csv/.png into the log dir')
+    parser.add_argument(
+        '--attacks',
+        nargs='+',
+        metavar='NAME[:KEY=VALUE,...]',
+        help='attacks of the sweep (implies --robustness), e.g. FGSM BIM '
+        'RandomFGSM or BIM:steps=20,alpha=0.002; FGSM and BIM default to '
+        'the paper\'s settings')
+    parser.add_argument(
+        '--epsilons',
+        nargs='+',
+        type=float,
+        metavar='R',
+        help='radii of the sweep in [0, 1] pixel units (implies '
+        '--robustness), e.g. 0 0.01 0.02 0.03')
     # When using PyTorch version >= 2.0.0, the `torch.distributed.launch`
     # will pass the `--local-rank` parameter to `tools/train.py` instead
     # of `--local_rank`.
@@ -87,6 +120,12 @@ def trigger_visualization_hook(cfg, args):
 
 def build_cfg(args):
     """Load the config and apply the command-line options."""
+    robustness = args.robustness or args.attacks or args.epsilons
+    if robustness and (args.tta or args.out is not None):
+        raise ValueError(
+            '--robustness (--attacks, --epsilons) cannot be combined with '
+            '--tta or --out: the sweep attacks the plain model and writes '
+            'its report (robustness.json) into the log dir')
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
@@ -115,7 +154,86 @@ def build_cfg(args):
     if args.out is not None:
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
+
+    if robustness:
+        cfg.test_cfg = robustness_test_cfg(
+            cfg.get('test_cfg'), args.attacks, args.epsilons)
     return cfg
+
+
+def parse_attack(spec):
+    """``'BIM:steps=20'`` -> ``dict(type='BIM', alpha=0.004, steps=20)``.
+
+    Names are matched case-insensitively against the registered attacks;
+    an unknown name is kept, so that building it lists the registered ones.
+    """
+    name, _, options = spec.partition(':')
+    registered = {key.lower(): key for key in ATTACKS.module_dict}
+    name = registered.get(name.strip().lower(), name.strip())
+    cfg = dict(CLI_ATTACKS.get(name, dict(type=name)))
+    for option in filter(None, options.split(',')):
+        key, sep, value = option.partition('=')
+        if not sep or not key.strip():
+            raise ValueError(
+                f'--attacks {spec}: expected NAME or NAME:KEY=VALUE,..., '
+                'e.g. BIM:steps=20,alpha=0.002')
+        try:
+            value = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            value = value.strip()  # a plain string
+        cfg[key.strip()] = value
+    return cfg
+
+
+def robustness_test_cfg(test_cfg, attacks=None, epsilons=None):
+    """The ``test_cfg`` of ``--robustness`` / ``--attacks`` / ``--epsilons``.
+
+    A config that already sweeps keeps its attacks and radii unless they
+    are given; any other test loop becomes ``RobustnessTestLoop`` with its
+    defaults (the paper's sweep).  The loop swaps the config's IoUMetric
+    for RobustnessMetric itself.  Attacks given here are built once, so
+    that a wrong name or argument fails before the Runner is built.
+    """
+    test_cfg = dict(test_cfg or {})
+    if str(test_cfg.get('type', '')).split('.')[-1] == ROBUSTNESS_LOOP:
+        sweep = test_cfg
+    else:
+        sweep = dict(type=ROBUSTNESS_LOOP)
+    if attacks:
+        sweep['attacks'] = [parse_attack(spec) for spec in attacks]
+        for spec, cfg in zip(attacks, sweep['attacks']):
+            cfg = {k: v for k, v in cfg.items() if k != 'name'}
+            try:
+                with warnings.catch_warnings():
+                    # The loop warns about radii out of reach.
+                    warnings.simplefilter('ignore', UserWarning)
+                    build_attack(cfg)
+            except (KeyError, TypeError, ValueError) as error:
+                message = error.args[0] if error.args else error
+                raise type(error)(f'--attacks {spec}: {message}') from None
+    if epsilons:
+        sweep['epsilons'] = list(epsilons)
+    return ConfigDict(sweep)
+
+
+class CheckpointMatchHook(Hook):
+    """Refuse a checkpoint that does not fit the config's model.
+
+    ``Runner.load_checkpoint`` hands the loaded checkpoint to this hook
+    before it loads it with ``strict=False`` (which would only warn), so a
+    wrong checkpoint fails before any image is processed, without being
+    read twice.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, config=None, checkpoint=None):
+        self.config = config
+        self.checkpoint = checkpoint
+
+    def after_load_checkpoint(self, runner, checkpoint):
+        check_state_dict(runner.model, checkpoint, self.checkpoint,
+                         self.config)
 
 
 def main(argv=None):
@@ -130,6 +248,7 @@ def main(argv=None):
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
+    runner.register_hook(CheckpointMatchHook(args.config, args.checkpoint))
 
     # start testing
     return runner.test()

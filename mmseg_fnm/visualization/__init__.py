@@ -1,3 +1,6 @@
+from .attack_figure import colorize, draw_attack_figure, magnify
 from .robustness_plot import plot_robustness_curves
 
-__all__ = ['plot_robustness_curves']
+__all__ = [
+    'colorize', 'draw_attack_figure', 'magnify', 'plot_robustness_curves'
+]

@@ -1,0 +1,117 @@
+"""tools/visualize_attack.py: the paper's figure 1 for one image."""
+import importlib.util
+import os
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+from mmseg.registry import MODELS
+
+from mmseg_fnm.utils import load_safe
+from mmseg_fnm.utils.checkpoint_match import CheckpointMismatchError
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+# BIM at the paper's radius, 3 steps that reach it: seconds on one thread.
+FAST_BIM = ['--eps', '0.03', '--alpha', '0.01', '--steps', '3']
+
+
+@pytest.fixture(scope='module')
+def visualize_tool():
+    # tools/ is not a package: import the script by path.
+    spec = importlib.util.spec_from_file_location(
+        'mmseg_fnm_tools_visualize_attack',
+        osp.join(REPO_ROOT, 'tools', 'visualize_attack.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def demo_model(trained_demo, tmp_path_factory):
+    """The demo config as a file and a checkpoint of its seeded initial
+    weights, with the trained demo's dataset meta: predictions of an
+    untrained model vary from pixel to pixel, so an attack changes them
+    (the 40-iteration demo model predicts background everywhere)."""
+    cfg, trained = trained_demo
+    root = tmp_path_factory.mktemp('visualize')
+    cfg_file = str(root / 'demo.py')
+    cfg.dump(cfg_file)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = MODELS.build(cfg.model)
+        model.init_weights()
+    meta = load_safe(trained, map_location='cpu')['meta']
+    checkpoint = str(root / 'init.pth')
+    torch.save(
+        dict(
+            state_dict=model.state_dict(),
+            meta=dict(dataset_meta=meta['dataset_meta'])), checkpoint)
+    return cfg_file, checkpoint
+
+
+@pytest.fixture
+def image_and_label(demo_data_root):
+    name = sorted(os.listdir(osp.join(demo_data_root, 'img_dir', 'val')))[0]
+    return (osp.join(demo_data_root, 'img_dir', 'val',
+                     name), osp.join(demo_data_root, 'ann_dir', 'val', name))
+
+
+def check_result(result, eps):
+    assert osp.getsize(result['out']) > 10000
+    # predictions at the image's size; the attack changed some pixels
+    assert result['clean_pred'].shape == result['adv_pred'].shape == (48, 48)
+    assert (result['clean_pred'] != result['adv_pred']).any()
+    delta = np.abs(result['adv_image'] - result['image']).max()
+    assert 0 < delta <= eps + 1e-6
+    assert result['eps'] == pytest.approx(eps)
+
+
+def test_figure_without_a_label_map(demo_model, image_and_label, tmp_path,
+                                    visualize_tool, one_thread):
+    cfg_file, checkpoint = demo_model
+    image, _ = image_and_label
+    out = str(tmp_path / 'figures' / 'fig1.png')
+    result = visualize_tool.main(
+        [cfg_file, checkpoint, image, *FAST_BIM, '--out', out])
+    check_result(result, 0.03)
+    assert result['pseudo_label']
+    assert 'labels: clean prediction (no label map given)' in result['title']
+    assert 'BIM(eps=0.03, alpha=0.01, steps=3' in result['title']
+
+
+def test_figure_with_a_label_map(demo_model, image_and_label, tmp_path,
+                                 visualize_tool, one_thread):
+    cfg_file, checkpoint = demo_model
+    image, label = image_and_label
+    out = str(tmp_path / 'fig1.png')
+    result = visualize_tool.main([
+        cfg_file, checkpoint, image, '--label', label, '--attack', 'FGSM',
+        '--eps', '0.02', '--out', out
+    ])
+    check_result(result, 0.02)
+    assert not result['pseudo_label']
+    assert f'labels: {osp.basename(label)}' in result['title']
+
+
+def test_bad_inputs(demo_model, trained_demo, image_and_label, tmp_path,
+                    visualize_tool):
+    cfg_file, checkpoint = demo_model
+    image, _ = image_and_label
+    out = ['--out', str(tmp_path / 'fig.png')]
+    state = load_safe(trained_demo[1], map_location='cpu')['state_dict']
+    state.pop('decode_head.conv_seg.weight')
+    wrong = str(tmp_path / 'no_classifier.pth')
+    torch.save(dict(state_dict=state), wrong)
+    with pytest.raises(CheckpointMismatchError) as info:
+        visualize_tool.main([cfg_file, wrong, image, *out])
+    assert 'missing from the checkpoint: decode_head.conv_seg.weight' in str(
+        info.value)
+    with pytest.raises(FileNotFoundError, match='nowhere.png'):
+        visualize_tool.main(
+            [cfg_file, checkpoint,
+             str(tmp_path / 'nowhere.png'), *out])
+    with pytest.raises(KeyError, match='Registered attacks'):
+        visualize_tool.main(
+            [cfg_file, checkpoint, image, '--attack', 'PGD', *out])
+    assert not osp.exists(tmp_path / 'fig.png')
