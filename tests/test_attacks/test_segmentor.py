@@ -367,3 +367,17 @@ def test_decode_loss_has_no_side_effects():
         assert not any(m.training for m in model.modules()
                        if isinstance(m, torch.nn.BatchNorm2d))
     assert_same_state(before, state_snapshot(model))
+
+
+def test_attacks_under_autocast_keep_float32_maths():
+    model = build(segmentor_cfg())
+    model.eval()
+    batch = label_with_model(model, make_batch(shapes=((40, 48), (40, 48))))
+    full = SegmentorAttacker().attack(model, FastNewton(), batch)
+    half = SegmentorAttacker(autocast_dtype=torch.bfloat16).attack(
+        model, FastNewton(), batch)
+    assert half[1].dtype == torch.float32
+    assert all(a.dtype == torch.float32 for a in half[0])
+    # bfloat16 logits, float32 radius: close to the full-precision one
+    torch.testing.assert_close(half[1], full[1], rtol=0.1, atol=1e-4)
+    assert (half[1] > 0).all()
