@@ -49,9 +49,10 @@ def shrink_demo_cfg(cfg: Config,
             step['scale'] = (48, 48)
     cfg.test_dataloader = copy.deepcopy(cfg.val_dataloader)
     cfg.model.data_preprocessor.size = TINY_CROP
-    cfg.model.backbone.stem_channels = 8
-    cfg.model.backbone.base_channels = 8
-    cfg.model.decode_head.in_channels = 64
+    backbone = cfg.model.backbone
+    backbone.stem_channels = backbone.base_channels = 8
+    # ResNet-18 blocks do not expand: the last stage has base * 2^(n-1)
+    cfg.model.decode_head.in_channels = 8 * 2**(backbone.num_stages - 1)
     cfg.model.decode_head.channels = 16
     cfg.model.decode_head.dropout_ratio = 0  # torch RNG is not resumed
     cfg.train_cfg.max_iters = max_iters
@@ -97,16 +98,47 @@ def one_thread():
 
 
 @pytest.fixture(scope='session')
-def trained_demo(tmp_path_factory, demo_data_root):
-    """A test-sized demo model trained clean for 40 iterations, once per
-    session: ``(config, checkpoint path)``."""
+def trained_demo(tmp_path_factory):
+    """A demo model trained clean once per session: ``(config, checkpoint)``.
+
+    Test-sized where it does not matter (16 images of 64x64, half width,
+    AdamW for 150 iterations) and full-sized where it does (64x64 inputs,
+    so that the output-stride-8 network sees objects).  Validation and
+    test run on the 16 training images: the attack tests need a model
+    whose predictions are right often enough to be attacked, not one that
+    generalises.
+    """
     from mmengine.runner import Runner
+
+    from mmseg_fnm.datasets.synthetic import prepare_demo_dataset
+    gen_cfg = dict(TINY_GEN_CFG, image_size=64)
+    data_root = str(tmp_path_factory.mktemp('demo_shapes_64'))
+    prepare_demo_dataset(data_root, **gen_cfg)
     work_dir = str(tmp_path_factory.mktemp('trained_demo'))
     cfg = Config.fromfile(osp.join(DEMO_CONFIGS, 'pspnet_r18_demo_basic.py'))
-    shrink_demo_cfg(cfg, work_dir, demo_data_root, max_iters=40)
-    cfg.optim_wrapper.optimizer.lr = 0.05
+    shrink_demo_cfg(cfg, work_dir, data_root, max_iters=150, batch_size=8)
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].dataset.gen_cfg = dict(gen_cfg)
+        cfg[loader].dataset.ann_file = 'splits/train.txt'
+        cfg[loader].dataset.data_prefix = dict(
+            img_path='img_dir/train', seg_map_path='ann_dir/train')
+    for step in cfg.train_dataloader.dataset.pipeline:
+        if step['type'] == 'RandomCrop':
+            step['crop_size'] = (64, 64)
+        if step['type'] == 'RandomResize':
+            step['scale'] = (64, 64)
+    for loader in ('val_dataloader', 'test_dataloader'):
+        for step in cfg[loader].dataset.pipeline:
+            if step['type'] == 'Resize':
+                step['scale'] = (64, 64)
+    cfg.model.data_preprocessor.size = (64, 64)
+    backbone = cfg.model.backbone
+    backbone.stem_channels = backbone.base_channels = 16
+    cfg.model.decode_head.in_channels = 16 * 2**(backbone.num_stages - 1)
+    cfg.optim_wrapper.optimizer = dict(
+        type='AdamW', lr=0.002, weight_decay=1e-4)
     Runner.from_cfg(copy.deepcopy(cfg)).train()
-    return cfg, osp.join(work_dir, 'iter_40.pth')
+    return cfg, osp.join(work_dir, 'iter_150.pth')
 
 
 RANK_DUMP_HOOK = '''

@@ -53,3 +53,64 @@ def plot_robustness_curves(models: Dict[str, List[dict]],
         figure.savefig(path)
     finally:
         plt.close(figure)
+
+
+def plot_mean_std_curves(curves: Dict[str, dict],
+                         path: str,
+                         xlabel: str,
+                         ylabel: str,
+                         title: Optional[str] = None,
+                         references: Optional[Dict[str, float]] = None,
+                         ylim_bottom: Optional[float] = 0) -> None:
+    """Plot one mean curve per entry with a shaded band of +-1 std.
+
+    For results over several seeds: robustness curves (x = radius) or
+    training curves (x = iteration).
+
+    Args:
+        curves (dict[str, dict]): Label -> ``dict(x=[...], mean=[...],
+            std=[...])``; ``std`` may be None (one seed: no band).
+        path (str): Output image file (format from its suffix).
+        xlabel (str): Label of the x axis.
+        ylabel (str): Label of the y axis.
+        title (str, optional): Figure title.
+        references (dict[str, float], optional): Label -> y value of a
+            dashed horizontal reference line.
+        ylim_bottom (float, optional): Lower y limit; None: automatic.
+            Defaults to 0.
+    """
+    figure, axes = plt.subplots(figsize=(5.5, 4), dpi=120)
+    try:
+        for label, curve in curves.items():
+            xs, mean, std = curve['x'], curve['mean'], curve.get('std')
+            if len(xs) != len(mean) or (std is not None
+                                        and len(std) != len(mean)):
+                raise ValueError(f'curve {label!r}: x, mean and std must '
+                                 'have the same length')
+            # Markers only where points are few (a sweep, not a log).
+            marker = 'o' if len(xs) <= 20 else None
+            line, = axes.plot(
+                xs, mean, marker=marker, markersize=3, label=label)
+            if std is not None:
+                axes.fill_between(
+                    xs, [m - s for m, s in zip(mean, std)],
+                    [m + s for m, s in zip(mean, std)],
+                    color=line.get_color(),
+                    alpha=0.2,
+                    linewidth=0)
+        for label, value in (references or {}).items():
+            axes.axhline(
+                value, color='grey', linestyle='--', linewidth=1, label=label)
+        axes.set_xlabel(xlabel)
+        axes.set_ylabel(ylabel)
+        if ylim_bottom is not None:
+            axes.set_ylim(bottom=ylim_bottom)
+        axes.grid(alpha=0.3)
+        if curves or references:
+            axes.legend(fontsize='small')
+        if title:
+            axes.set_title(title)
+        figure.tight_layout()
+        figure.savefig(path)
+    finally:
+        plt.close(figure)

@@ -153,7 +153,8 @@ def test_mismatched_checkpoint_fails_before_any_image(demo_files, tmp_path,
     cfg.dump(cfg_file)
     # A model of twice the width: every convolution has another shape.
     wider = copy.deepcopy(cfg.model)
-    wider.backbone.stem_channels = wider.backbone.base_channels = 16
+    width = cfg.model.backbone.stem_channels
+    wider.backbone.stem_channels = wider.backbone.base_channels = 2 * width
     wider.decode_head.in_channels *= 2
     wrong = str(tmp_path / 'wider.pth')
     torch.save(dict(state_dict=MODELS.build(wider).state_dict()), wrong)
@@ -172,5 +173,5 @@ def test_mismatched_checkpoint_fails_before_any_image(demo_files, tmp_path,
         message = str(info.value)
         assert wrong in message and cfg_file in message
         assert 'weights with another shape' in message
-        assert 'backbone.stem.0.weight: checkpoint (8, 3, 3, 3) vs model ' \
-            '(4, 3, 3, 3)' in message
+        assert (f'backbone.stem.0.weight: checkpoint ({width}, 3, 3, 3) vs '
+                f'model ({width // 2}, 3, 3, 3)') in message

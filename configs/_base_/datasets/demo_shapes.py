@@ -3,9 +3,9 @@
 # or beforehand: python -m mmseg_fnm.datasets.synthetic --root data/demo_shapes
 dataset_type = 'DemoShapesDataset'
 data_root = 'data/demo_shapes'
-image_size = 96
+image_size = 64
 # one dict for all splits: the data set is rebuilt when it changes
-gen_cfg = dict(num_train=400, num_val=100, image_size=image_size, seed=0)
+gen_cfg = dict(num_train=1000, num_val=100, image_size=image_size, seed=0)
 crop_size = (64, 64)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
