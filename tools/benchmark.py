@@ -548,6 +548,17 @@ def ratios(train: dict, breakdown: dict, sweep: dict, args) -> list:
         'included', _ratio(reuse, each))
     add('sweep BIM-10 / FGSM with reuse',
         _ratio(bim10 - clean_pred, reuse - clean_pred))
+    # With n radii > 0: reuse = A + n P, radius by radius = n A + n P, for
+    # one gradient A and one prediction P.  Their ratio bounds the first.
+    n = sum(eps > 0 for eps in sweep['epsilons'])
+    gradient = (each - reuse) / (n - 1)
+    prediction = (reuse - clean_pred - gradient) / n
+    needed = n * (1 - 0.4) / (n * 0.4 - 1)
+    add(
+        'sweep: one FGSM gradient / one prediction (A / P)',
+        _ratio(gradient, prediction), None,
+        f'reuse ratio = (A/P + {n}) / ({n} A/P + {n}); <= 0.4 needs A/P '
+        f'>= {needed:.2f}')
     return rows
 
 
@@ -608,11 +619,12 @@ def tables(result: dict) -> str:
     rows = [[
         r['name'],
         _x(r['value']), '' if r['target'] is None else f"<= {r['target']:g}",
-        '' if r['met'] is None else ('met' if r['met'] else 'MISSED')
+        '' if r['met'] is None else ('met' if r['met'] else 'MISSED'),
+        r['note']
     ] for r in result['ratios']]
     text += [
         '', '### Ratios', '',
-        markdown_table(['ratio', 'value', 'target', ''], rows)
+        markdown_table(['ratio', 'value', 'target', '', 'note'], rows)
     ]
     return '\n'.join(text)
 

@@ -11,8 +11,9 @@
 #       --partition PARTITION
 #
 # Writes into --work-dir (default work_dirs/reproduce/<dataset>[_quick]):
-#   <model>/seed_<s>/   the run's config, checkpoints, logs, train.json
-#                       (wall-clock training time), robustness.json
+#   configs/            the config of every run (model, seed, options)
+#   <model>/seed_<s>/   the run's checkpoints, logs, train.json (wall-clock
+#                       training time), robustness.json
 #   summary.json        mean and std over seeds of mIoU per attack and
 #                       radius, training time, FNM training radius
 #   summary.md          the same as markdown tables
@@ -23,6 +24,7 @@
 import argparse
 import functools
 import gc
+import hashlib
 import importlib.util
 import json
 import os
@@ -156,6 +158,11 @@ def parse_args(argv=None):
         metavar='R',
         help='radii of the sweep (default: 0 to 0.04 in steps of 0.005)')
     parser.add_argument(
+        '--test-images',
+        type=int,
+        help='sweep only the first N validation images (default: all); '
+        'BIM-10 costs about 10 gradients per image and radius')
+    parser.add_argument(
         '--data-root',
         help='data set folder, instead of the configs\' data_root')
     parser.add_argument(
@@ -192,6 +199,16 @@ def check_args(args) -> None:
     if args.dataset not in DATASETS:
         raise ValueError(f'--dataset {args.dataset!r} is unknown; choose '
                          f'one of {", ".join(DATASETS)}')
+    check_runs(args)
+    check_sweep(args)
+    check_launcher(args)
+    if args.work_dir is None:
+        name = args.dataset + ('_quick' if args.quick else '')
+        args.work_dir = osp.join('work_dirs', 'reproduce', name)
+
+
+def check_runs(args) -> None:
+    """--models and --seeds."""
     if args.seeds is None:
         args.seeds = list(QUICK_SEEDS if args.quick else DEFAULT_SEEDS)
     if not args.seeds:
@@ -209,6 +226,10 @@ def check_args(args) -> None:
         raise ValueError(f'--models has duplicates: {args.models}')
     for model in args.models:
         model_spec(model)  # raises for unknown names
+
+
+def check_sweep(args) -> None:
+    """--epsilons and --attacks."""
     if args.epsilons is None:
         args.epsilons = list(
             QUICK_EPSILONS if args.quick else DEFAULT_EPSILONS)
@@ -216,9 +237,17 @@ def check_args(args) -> None:
             set(args.epsilons)) != len(args.epsilons):
         raise ValueError(f'--epsilons {args.epsilons}: radii must be '
                          'distinct values in [0, 1]')
-    # builds the attacks: a wrong name or option fails now, not after the
-    # first training
+    args.epsilons = sorted(args.epsilons)
+    if args.test_images is not None and args.test_images < 1:
+        raise ValueError('--test-images must be at least 1, got '
+                         f'{args.test_images}')
+    # Builds the attacks: a wrong name or option fails now, not after the
+    # first training.
     load_tool('test').robustness_test_cfg(None, args.attacks, args.epsilons)
+
+
+def check_launcher(args) -> None:
+    """--launcher, --gpus, --partition and --threads."""
     if args.gpus < 1:
         raise ValueError(f'--gpus must be at least 1, got {args.gpus}')
     if args.launcher == 'none' and args.gpus > 1:
@@ -229,10 +258,6 @@ def check_args(args) -> None:
         args.threads = 1
     if args.threads is not None and args.threads < 1:
         raise ValueError(f'--threads must be at least 1, got {args.threads}')
-    if args.work_dir is None:
-        name = args.dataset + ('_quick' if args.quick else '')
-        args.work_dir = osp.join('work_dirs', 'reproduce', name)
-    args.work_dir = osp.abspath(args.work_dir)
 
 
 def model_spec(model: str) -> Tuple[str, dict]:
@@ -316,8 +341,15 @@ def apply_quick(cfg: Config, dataset: str, work_dir: str) -> None:
     cfg.default_hooks.logger.interval = 1
     cfg.default_hooks.checkpoint.interval = iters
     cfg.log_level = 'WARNING'
+    # the base files' variables, so that the written config reads right
+    set_if_present(cfg, max_iters=iters)
     if dataset != 'demo':
         return
+    set_if_present(
+        cfg,
+        gen_cfg=dict(QUICK_DEMO_DATA),
+        image_size=QUICK_DEMO_DATA['image_size'],
+        crop_size=QUICK_DEMO_CROP)
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[name].update(batch_size=4, num_workers=0, persistent_workers=False)
     size = QUICK_DEMO_DATA['image_size']
@@ -338,6 +370,12 @@ def apply_quick(cfg: Config, dataset: str, work_dir: str) -> None:
     backbone.base_channels = QUICK_DEMO_WIDTH
     head.in_channels = round(head.in_channels * factor)
     head.channels = max(QUICK_DEMO_WIDTH, round(head.channels * factor))
+
+
+def set_if_present(cfg: Config, **values) -> None:
+    for key, value in values.items():
+        if key in cfg:
+            cfg[key] = value
 
 
 def add_stats_hook(cfg: Config) -> None:
@@ -404,16 +442,16 @@ class Run:
         return checkpoint if checkpoint and osp.isfile(checkpoint) else None
 
 
+def digest(cfg: Config) -> str:
+    """A fingerprint of a config (cheaper than comparing its text, which
+    mmengine formats with yapf)."""
+    text = json.dumps(cfg.to_dict(), sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def read_json(path: str):
     with open(path) as f:
         return json.load(f)
-
-
-def read_text(path: str) -> Optional[str]:
-    if not osp.isfile(path):
-        return None
-    with open(path) as f:
-        return f.read()
 
 
 def write_json(path: str, data) -> None:
@@ -446,11 +484,13 @@ def launch(args, script: str, positional: List[str], options: List[str],
     dist_/slurm_ launcher script."""
     if args.launcher == 'none':
         load_tool(script).main(positional + options)
-        gc.collect()  # dataloader workers of the finished Runner
+        if args.persistent_workers:
+            gc.collect()  # end the finished Runner's dataloader workers
         return
     env = dict(os.environ, PYTHON=sys.executable, GPUS=str(args.gpus))
     if args.threads is not None:
         env['OMP_NUM_THREADS'] = env['MKL_NUM_THREADS'] = str(args.threads)
+    env.setdefault('GPUS_PER_NODE', str(min(args.gpus, 8)))  # Slurm
     if args.launcher == 'pytorch':
         env.setdefault('PORT', str(free_port()))
         cmd = [
@@ -472,7 +512,7 @@ def launch(args, script: str, positional: List[str], options: List[str],
                            f'{result.returncode}')
 
 
-def train(args, run: Run) -> None:
+def train(args, run: Run, cfg: Config) -> None:
     """Train one run from scratch and record its wall-clock time."""
     start = time.perf_counter()
     launch(args, 'train', [run.config], [
@@ -488,6 +528,7 @@ def train(args, run: Run) -> None:
             model=run.model,
             seed=run.seed,
             config=run.config,
+            config_digest=digest(cfg),
             checkpoint=checkpoint,
             seconds=seconds,
             launcher=args.launcher,
@@ -499,10 +540,12 @@ def evaluate(args, run: Run) -> None:
     """The robustness sweep of the run's final checkpoint."""
     out_dir = osp.join(run.dir, 'robustness')
     shutil.rmtree(out_dir, ignore_errors=True)
+    options = [f'experiment_name={run.experiment_name("test")}']
+    if args.test_images:
+        options.append(f'test_dataloader.dataset.indices={args.test_images}')
     launch(args, 'test', [run.config, run.checkpoint()], [
         '--work-dir', out_dir, '--attacks', *args.attacks, '--epsilons',
-        *map(str, args.epsilons), '--cfg-options',
-        f'experiment_name={run.experiment_name("test")}'
+        *map(str, args.epsilons), '--cfg-options', *options
     ], f'{run.model}_s{run.seed}_test')
     reports = sorted(
         osp.join(out_dir, d, REPORT) for d in os.listdir(out_dir)
@@ -516,7 +559,10 @@ def evaluate(args, run: Run) -> None:
 
 
 def sweep_settings(args) -> dict:
-    return dict(attacks=list(args.attacks), epsilons=list(args.epsilons))
+    return dict(
+        attacks=list(args.attacks),
+        epsilons=list(args.epsilons),
+        test_images=args.test_images)
 
 
 def swept(args, run: Run) -> bool:
@@ -535,7 +581,8 @@ def plan(args, runs: List[Run], cfgs) -> Dict[str, str]:
     for run in runs:
         if args.force or not run.checkpoint():
             todo[run.dir] = 'train'
-        elif read_text(run.config) != cfgs[run.model, run.seed].pretty_text:
+        elif read_json(run.train_record).get('config_digest') != digest(
+                cfgs[run.model, run.seed]):
             raise RuntimeError(
                 f'{run.dir} was trained with another config than the one '
                 f'this command makes ({run.config}; changed config file, '
@@ -566,7 +613,7 @@ def run_all(args, runs: List[Run], cfgs) -> None:
         if todo[run.dir] == 'train':
             log(f'{prefix}: training')
             start_afresh(run, cfgs[run.model, run.seed])
-            train(args, run)
+            train(args, run, cfgs[run.model, run.seed])
         log(f'{prefix}: robustness sweep')
         evaluate(args, run)
 
@@ -612,7 +659,8 @@ def find_scalars(run: Run) -> Optional[str]:
 
 
 def training_log(run: Run) -> Tuple[Dict[int, float], List[float]]:
-    """``({iteration: logged FNM radius}, [logged seconds per iter])``."""
+    """``({iteration: logged training radius}, [logged seconds per
+    iteration])`` of a run's training."""
     radius, times = {}, []
     path = find_scalars(run)
     if path is None:
@@ -664,16 +712,22 @@ def summarise_model(args, runs: List[Run], attacks: List[str]) -> dict:
             zip(('mean', 'std'), mean_std(iter_seconds)),
             per_seed=iter_seconds) if iter_seconds else None)
     radius = [r for r, _ in logs if r]
-    if len(radius) == len(runs):
-        iters = sorted(set.intersection(*(set(r) for r in radius)))
-        stats = [mean_std([r[i] for r in radius]) for i in iters]
-        summary['train_radius'] = dict(
-            iters=iters,
-            mean=[m for m, _ in stats],
-            std=[s for _, s in stats],
-            start=mean_std([tenth(r, first=True) for r in radius]),
-            end=mean_std([tenth(r, first=False) for r in radius]))
+    if len(radius) == len(runs):  # adversarial training
+        summary['train_radius'] = radius_summary(radius)
     return summary
+
+
+def radius_summary(radius: List[Dict[int, float]]) -> dict:
+    """Mean and std over seeds of the training radius per iteration
+    (iterations logged in every seed), and at the start and end."""
+    iters = sorted(set.intersection(*(set(r) for r in radius)))
+    stats = [mean_std([r[i] for r in radius]) for i in iters]
+    return dict(
+        iters=iters,
+        mean=[m for m, _ in stats],
+        std=[s for _, s in stats],
+        start=mean_std([tenth(r, first=True) for r in radius]),
+        end=mean_std([tenth(r, first=False) for r in radius]))
 
 
 def summarise(args, runs: List[Run], cfgs) -> dict:
@@ -896,6 +950,12 @@ def main(argv=None) -> dict:
         f'{len(args.seeds)} seeds) into {args.work_dir}')
     os.makedirs(args.work_dir, exist_ok=True)
     prepare_data(list(cfgs.values()))
+    args.persistent_workers = any(cfg[name].get('persistent_workers')
+                                  for cfg in cfgs.values()
+                                  for name in ('train_dataloader',
+                                               'val_dataloader',
+                                               'test_dataloader')
+                                  if cfg.get(name))
     threads = torch.get_num_threads()
     try:
         if args.threads is not None:
