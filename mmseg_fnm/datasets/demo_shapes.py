@@ -52,8 +52,10 @@ def _image_size(path: str, decode: bool) -> Tuple[int, int]:
 class DemoShapesDataset(BaseSegDataset):
     """Synthetic shapes (background, disc, square, triangle, ring, cross).
 
-    Colours and textures are random for every class, so a model must use
-    shape.  Label 255 marks mixed edge pixels and unlabelled clutter.
+    Every object class draws its colours and textures from one
+    distribution (saturated colours over a greyish background), so telling
+    the object classes apart takes shape.  Label 255 marks mixed edge pixels
+    and unlabelled clutter.
 
     With ``auto_generate=True`` a missing, incomplete or corrupt data set
     under ``data_root`` is (re)built on first use with

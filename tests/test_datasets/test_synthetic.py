@@ -60,6 +60,24 @@ def test_labels_cover_all_classes_and_ignore():
     assert 0.02 < counts[IGNORE_INDEX] / counts.sum() < 0.3
 
 
+def test_occlusion_is_limited():
+    owner = np.full((10, 10), -1)
+    owner[:, :5] = 0  # object 0: 50 visible pixels
+    owner[:2, 5:] = 1  # object 1: 10 visible pixels
+    mask = np.zeros((10, 10), bool)
+    mask[:, 3:5] = True  # hides 20 of object 0's 50
+    assert not synthetic._hides_too_much(owner, mask, 0.4)
+    assert synthetic._hides_too_much(owner, mask, 0.3)
+    mask[0, 5:10] = True  # and half of object 1
+    assert synthetic._hides_too_much(owner, mask, 0.45)
+    # nothing may be hidden: crowded placements are dropped, not retried
+    # forever, and the first object is always drawn
+    for i in range(10):
+        _, label = render_sample(
+            np.random.default_rng(i), max_hidden=0.0, clutter_prob=0.0)
+        assert (label != 0).any()
+
+
 def test_colour_alone_does_not_predict_object_class():
     """A per-pixel colour lookup table fitted on some images tells objects
     from background (saturation), but not one object class from another:

@@ -1,4 +1,5 @@
-# demo_shapes: synthetic shapes that need shape, not colour, to segment.
+# demo_shapes: synthetic shapes; colour separates objects from background,
+# only shape separates the object classes.
 # Built under data_root on first use (DemoShapesDataset(auto_generate=True));
 # or beforehand: python -m mmseg_fnm.datasets.synthetic --root data/demo_shapes
 dataset_type = 'DemoShapesDataset'
@@ -14,7 +15,8 @@ train_pipeline = [
     dict(
         type='RandomResize',
         scale=(image_size, image_size),
-        ratio_range=(0.75, 1.5),
+        # mild: zooming in cuts shapes, and a cut shape is ambiguous
+        ratio_range=(0.8, 1.25),
         keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
     dict(type='RandomFlip', prob=0.5),
