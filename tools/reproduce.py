@@ -30,6 +30,7 @@ import json
 import os
 import os.path as osp
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -472,6 +473,29 @@ def load_tool(name: str):
     return module
 
 
+def provenance() -> dict:
+    """The code and machine that a run is made with."""
+
+    def git(*command: str) -> Optional[str]:
+        try:
+            return subprocess.run(['git', *command],
+                                  cwd=REPO_ROOT,
+                                  capture_output=True,
+                                  text=True,
+                                  check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None  # not a git checkout, or no git
+
+    changes = git('status', '--porcelain', '--untracked-files=no')
+    return dict(
+        commit=git('rev-parse', 'HEAD'),
+        modified=None if changes is None else bool(changes),
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        cpus=os.cpu_count(),
+        host=socket.gethostname())
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
@@ -532,7 +556,8 @@ def train(args, run: Run, cfg: Config) -> None:
             checkpoint=checkpoint,
             seconds=seconds,
             launcher=args.launcher,
-            gpus=args.gpus if args.launcher != 'none' else None))
+            gpus=args.gpus if args.launcher != 'none' else None,
+            provenance=provenance()))
     log(f'{run.name}: trained in {seconds:.1f} s')
 
 
@@ -742,9 +767,14 @@ def summarise(args, runs: List[Run], cfgs) -> dict:
         summary['time_ratio_to_basic'] = (
             summary['train_seconds']['mean'] /
             basic['train_seconds']['mean'] if basic else None)
+    made_by = [read_json(r.train_record).get('provenance') or {} for r in runs]
     return dict(
         dataset=args.dataset,
         quick=args.quick,
+        command=args.command,
+        commits=sorted({str(p.get('commit'))
+                        for p in made_by}),
+        modified_tree=any(p.get('modified') for p in made_by),
         metric=METRIC,
         seeds=list(args.seeds),
         attacks=attacks,
@@ -830,7 +860,10 @@ def markdown(summary: dict, figures: List[str]) -> str:
         (' (--quick)' if summary['quick'] else ''), '',
         f'{METRIC} (%) as mean ± sample std over {n} seed(s) '
         f'({", ".join(map(str, summary["seeds"]))}); attacks: '
-        f'{", ".join(summary["attack_specs"])}.', ''
+        f'{", ".join(summary["attack_specs"])}.', '',
+        f'Command: `{summary["command"]}`; trained at commit(s) '
+        f'{", ".join(summary["commits"])}' +
+        (' with local changes' if summary['modified_tree'] else '') + '.', ''
     ]
     for attack in summary['attacks']:
         lines += robustness_table(summary, attack) + ['']
@@ -936,6 +969,8 @@ def main(argv=None) -> dict:
     """Train, evaluate and summarise; returns the summary."""
     args = parse_args(argv)
     check_args(args)
+    args.command = 'python tools/reproduce.py ' + ' '.join(
+        map(shlex.quote, sys.argv[1:] if argv is None else argv))
     # Every config is built (and its data checked) before the first run.
     cfgs = {
         (model, seed): build_run_config(args, model, seed)

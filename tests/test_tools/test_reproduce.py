@@ -4,6 +4,7 @@ import json
 import os
 import os.path as osp
 import re
+import subprocess
 import time
 
 import matplotlib.image
@@ -137,6 +138,14 @@ def test_quick_end_to_end_and_restart(reproduce, tmp_path, monkeypatch):
         text = f.read()
     assert '## Training time' in text and '| fnm_cap0.06 |' in text
     assert '## FNM training radius' in text
+    # Provenance: the command and the commit that made the numbers.
+    commit = subprocess.run(['git', 'rev-parse', 'HEAD'],
+                            cwd=REPO_ROOT,
+                            capture_output=True,
+                            text=True).stdout.strip()
+    assert summary['commits'] == [commit or 'None']
+    assert summary['command'] == 'python tools/reproduce.py ' + ' '.join(argv)
+    assert f'`{summary["command"]}`' in text and commit in text
 
     # Distinct numbers in every report, so that a mix-up of models or
     # seeds in the summary shows; a second call trains and sweeps nothing.
