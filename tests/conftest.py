@@ -5,6 +5,7 @@ The configs are the real files in ``configs/demo``; only sizes change
 dataloader workers), so that a Runner trains a few iterations in seconds.
 """
 import copy
+import functools
 import os
 import os.path as osp
 import socket
@@ -21,12 +22,27 @@ TINY_GEN_CFG = dict(num_train=16, num_val=4, image_size=48, seed=0)
 TINY_CROP = (32, 32)
 
 
+@functools.lru_cache(maxsize=None)
+def _parse_demo_cfg(name: str) -> Config:
+    # Parsing a config and its bases is a good part of a short Runner
+    # test's time: once per session and name.
+    return Config.fromfile(
+        osp.join(DEMO_CONFIGS, f'pspnet_r18_demo_{name}.py'))
+
+
+def load_demo_cfg(name: str = 'basic') -> Config:
+    """``configs/demo/pspnet_r18_demo_{name}.py``, a copy of its own."""
+    return copy.deepcopy(_parse_demo_cfg(name))
+
+
 def shrink_demo_cfg(cfg: Config,
                     work_dir: str,
                     data_root: str,
                     max_iters: int = 4,
-                    batch_size: int = 4) -> Config:
-    """Make a demo config test-sized, in place; returns it."""
+                    batch_size: int = 4,
+                    validate: bool = True) -> Config:
+    """Make a demo config test-sized, in place; returns it.  With
+    ``validate=False`` training does not validate (no val_* settings)."""
     cfg.work_dir = work_dir
     cfg.log_level = 'WARNING'
     # mmengine keeps one visualizer per name and process: a new name gives
@@ -57,6 +73,9 @@ def shrink_demo_cfg(cfg: Config,
     cfg.model.decode_head.dropout_ratio = 0  # torch RNG is not resumed
     cfg.train_cfg.max_iters = max_iters
     cfg.train_cfg.val_interval = max_iters
+    if not validate:
+        # mmengine validates at the end of training, whatever the interval
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     for scheduler in cfg.param_scheduler:
         scheduler['end'] = max_iters
     cfg.default_hooks.logger.interval = 1
@@ -80,10 +99,9 @@ def demo_cfg(tmp_path, demo_data_root):
     """``demo_cfg('fnm', max_iters=4)``: a test-sized demo config."""
 
     def make(name: str = 'basic', work_dir: str = None, **kwargs) -> Config:
-        cfg = Config.fromfile(
-            osp.join(DEMO_CONFIGS, f'pspnet_r18_demo_{name}.py'))
-        return shrink_demo_cfg(cfg, work_dir or str(tmp_path / name),
-                               demo_data_root, **kwargs)
+        return shrink_demo_cfg(
+            load_demo_cfg(name), work_dir or str(tmp_path / name),
+            demo_data_root, **kwargs)
 
     return make
 
@@ -115,7 +133,7 @@ def trained_demo(tmp_path_factory):
     data_root = str(tmp_path_factory.mktemp('demo_shapes_64'))
     prepare_demo_dataset(data_root, **gen_cfg)
     work_dir = str(tmp_path_factory.mktemp('trained_demo'))
-    cfg = Config.fromfile(osp.join(DEMO_CONFIGS, 'pspnet_r18_demo_basic.py'))
+    cfg = load_demo_cfg('basic')
     shrink_demo_cfg(cfg, work_dir, data_root, max_iters=150, batch_size=8)
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.gen_cfg = dict(gen_cfg)
@@ -139,6 +157,40 @@ def trained_demo(tmp_path_factory):
         type='AdamW', lr=0.002, weight_decay=1e-4)
     Runner.from_cfg(copy.deepcopy(cfg)).train()
     return cfg, osp.join(work_dir, 'iter_150.pth')
+
+
+@pytest.fixture(scope='session')
+def untrained_demo(tmp_path_factory, demo_data_root):
+    """The test-sized basic demo config as a file and a checkpoint of its
+    seeded initial weights: ``(config file, checkpoint)``.
+
+    For tests that need attacks to change predictions, not a good model:
+    an untrained model's predictions vary from pixel to pixel, so every
+    attack setting changes some of them, and no training is needed.  Like
+    a Runner's, the checkpoint carries the data set's meta.
+    """
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import DATASETS, MODELS
+
+    import mmseg_fnm  # noqa: F401 (registers DemoShapesDataset)
+    root = tmp_path_factory.mktemp('untrained_demo')
+    cfg = load_demo_cfg('basic')
+    shrink_demo_cfg(cfg, str(root / 'work'), demo_data_root)
+    cfg_file = str(root / 'demo.py')
+    cfg.dump(cfg_file)
+    init_default_scope('mmseg')
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = MODELS.build(cfg.model)
+        model.init_weights()
+    # what a Runner writes into its checkpoints' meta
+    dataset_meta = DATASETS.build(cfg.train_dataloader.dataset).metainfo
+    checkpoint = str(root / 'init.pth')
+    torch.save(
+        dict(
+            state_dict=model.state_dict(),
+            meta=dict(dataset_meta=dataset_meta)), checkpoint)
+    return cfg_file, checkpoint
 
 
 RANK_DUMP_HOOK = '''

@@ -12,10 +12,11 @@ import json
 import os.path as osp
 import re
 from collections import OrderedDict
+from typing import Dict, List
 
 from mmengine.utils import mkdir_or_exist
 
-from mmseg_fnm.evaluation.robustness_metric import CLEAN, format_eps
+from mmseg_fnm.evaluation.robustness_metric import CLEAN, curve_table
 from mmseg_fnm.visualization import plot_robustness_curves
 
 REPORT = 'robustness.json'
@@ -94,27 +95,18 @@ def attacks_of(models):
                              for r in records if r['attack'] != CLEAN))
 
 
-def markdown_table(models, attack, metric='mIoU'):
+def markdown_table(models: Dict[str, List[dict]],
+                   attack: str,
+                   metric: str = 'mIoU') -> str:
     """One row per radius, one column per model; empty cells where a
     model was not evaluated at that radius."""
-    lookup = {
-        (name, r['eps']): r[metric]
-        for name, records in models.items()
-        for r in records if r['attack'] == attack
-    }
-    epsilons = sorted({eps for _, eps in lookup})
-    lines = [
-        f'{attack}: {metric} (%)',
-        '| eps | ' + ' | '.join(models) + ' |',
-        '|---:|' + '---:|' * len(models),
-    ]
-    for eps in epsilons:
-        cells = [
-            '' if (name, eps) not in lookup else f'{lookup[(name, eps)]:.2f}'
-            for name in models
-        ]
-        lines.append(f'| {format_eps(eps)} | ' + ' | '.join(cells) + ' |')
-    return '\n'.join(lines)
+    curves = OrderedDict()
+    for name, records in models.items():
+        curves[name] = {
+            r['eps']: r[metric]
+            for r in records if r['attack'] == attack
+        }
+    return curve_table(curves, f'{attack}: {metric} (%)')
 
 
 def figure_name(attack):

@@ -179,10 +179,9 @@ def input_gradient(
     grad = grad.float()
     value = value.detach().float()
     finite = torch.isfinite(grad).flatten(1).all(1) & torch.isfinite(value)
-    if not bool(finite.all()):
-        keep = finite.view(-1, *([1] * (grad.dim() - 1)))
-        grad = torch.where(keep, grad, torch.zeros_like(grad))
-        value = torch.where(finite, value, torch.zeros_like(value))
+    # Unconditional: asking whether all are finite would wait for the GPU.
+    grad = torch.where(finite.view(-1, *([1] * (grad.dim() - 1))), grad, 0.)
+    value = torch.where(finite, value, 0.)
     return grad, value, finite
 
 

@@ -226,8 +226,13 @@ class SegmentorAttacker:
     def attack_context(self, segmentor: nn.Module) -> Iterator[None]:
         """Freeze parameters, set norm layers, enable grad (and autocast);
         restore everything afterwards, also on error."""
-        params = [p for p in segmentor.parameters() if p.requires_grad]
-        norms = [m for m in segmentor.modules() if isinstance(m, _NORM_TYPES)]
+        # One walk over the modules (it is a fixed cost of every attack).
+        params, norms = [], []
+        for module in segmentor.modules():
+            if isinstance(module, _NORM_TYPES):
+                norms.append(module)
+            params.extend(p for p in module.parameters(recurse=False)
+                          if p.requires_grad)
         modes = [m.training for m in norms]
         saved = []
         if self.norm_mode == 'train':

@@ -31,6 +31,36 @@ def setting_key(attack: str, eps: float) -> str:
     return f'{attack}/eps_{format_eps(eps)}'
 
 
+def curve_table(curves: Dict[str, Dict[float, float]], title: str) -> str:
+    """Markdown table of robustness curves: one row per radius, one column
+    per curve.
+
+    The one table of the project: the metric logs one column per attack,
+    ``tools/plot_robustness.py`` prints one column per model.
+
+    Args:
+        curves (dict): ``{column name: {eps: value}}``, in column order. A
+            curve without a value at some radius gets an empty cell there.
+        title (str): Line written above the table.
+
+    Returns:
+        str: The title and the table, values with two decimals.
+    """
+    epsilons = sorted({eps for curve in curves.values() for eps in curve})
+    lines = [
+        title,
+        '| eps | ' + ' | '.join(curves) + ' |',
+        '|---:|' + '---:|' * len(curves),
+    ]
+    for eps in epsilons:
+        cells = [
+            f'{curve[eps]:.2f}' if eps in curve else ''
+            for curve in curves.values()
+        ]
+        lines.append(f'| {format_eps(eps)} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
 @METRICS.register_module()
 class RobustnessMetric(IoUMetric):
     """aAcc, mIoU, mAcc and per-class IoU for every setting of a sweep.
@@ -99,13 +129,18 @@ class RobustnessMetric(IoUMetric):
         records = self._records(summaries)
         metrics = OrderedDict(
             (key, summaries[(CLEAN, 0.0)][key]) for key in SUMMARY)
+        curves = OrderedDict()  # mIoU per radius of each attack, for the log
         for record in records:
             if record['attack'] == CLEAN:
                 continue
             prefix = setting_key(record['attack'], record['eps'])
             for key in SUMMARY:
                 metrics[f'{prefix}/{key}'] = record[key]
-        print_log('\n' + self.curve_table(records), logger='current')
+            curves.setdefault(record['attack'],
+                              {})[record['eps']] = record['mIoU']
+        print_log(
+            '\n' + curve_table(curves, 'mIoU under attack (percent)'),
+            logger='current')
         if self.output_dir:
             self.write_report(records, self.output_dir)
         return metrics
@@ -147,27 +182,6 @@ class RobustnessMetric(IoUMetric):
             worst['IoU'] = min(rows, key=lambda r: r['mIoU'])['IoU']
             records.append(worst)
         return records
-
-    @staticmethod
-    def curve_table(records: List[dict], metric: str = 'mIoU') -> str:
-        """Markdown table: one row per radius, one column per attack."""
-        attacks = list(
-            OrderedDict.fromkeys(r['attack'] for r in records
-                                 if r['attack'] != CLEAN))
-        epsilons = sorted({r['eps'] for r in records})
-        lookup = {(r['attack'], r['eps']): r[metric] for r in records}
-        lines = [
-            f'{metric} under attack (percent)',
-            '| eps | ' + ' | '.join(attacks) + ' |',
-            '|---:|' + '---:|' * len(attacks),
-        ]
-        for eps in epsilons:
-            cells = [
-                '' if (a, eps) not in lookup else f'{lookup[(a, eps)]:.2f}'
-                for a in attacks
-            ]
-            lines.append(f'| {format_eps(eps)} | ' + ' | '.join(cells) + ' |')
-        return '\n'.join(lines)
 
     def write_report(self, records: List[dict], output_dir: str) -> None:
         """Write robustness.json / .csv / .png atomically: a file that

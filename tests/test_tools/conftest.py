@@ -2,8 +2,7 @@ import importlib.util
 import os.path as osp
 
 import pytest
-
-from mmseg_fnm.utils.testing import write_tiny_seg_dataset
+from mmengine.config import Config
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -17,10 +16,24 @@ def _load_tool(name):
     return module
 
 
-@pytest.fixture(scope='session')
-def tiny_data(tmp_path_factory):
-    """A tiny dataset in mmseg layout, shared by the tools' tests."""
-    return write_tiny_seg_dataset(str(tmp_path_factory.mktemp('tiny_data')))
+@pytest.fixture
+def dump_cfg(tmp_path):
+    """``dump_cfg(cfg)``: write a config (e.g. from ``demo_cfg``) to a file
+    in the test's directory, for the tools' command lines; returns its path.
+
+    The visualizer is left unnamed: mmengine keeps one visualizer per name
+    and process, and a Runner names an unnamed one after its experiment,
+    so every run of the file (each with its own ``experiment_name``) gets
+    a visualizer of its own.
+    """
+
+    def dump(cfg: Config, filename: str = 'demo.py') -> str:
+        cfg.visualizer.pop('name', None)
+        path = str(tmp_path / filename)
+        cfg.dump(path)
+        return path
+
+    return dump
 
 
 @pytest.fixture(scope='session')

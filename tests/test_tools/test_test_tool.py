@@ -6,15 +6,14 @@ import pytest
 import torch
 
 from mmseg_fnm.utils import UnsafeCheckpointError
-from mmseg_fnm.utils.testing import write_tiny_seg_config
 
 
-def test_test_tool_evaluates_a_trained_checkpoint(tmp_path, tiny_data,
-                                                  tools_train, tools_test,
-                                                  one_thread):
-    work_dir = str(tmp_path / 'work')
-    cfg_file = write_tiny_seg_config(
-        str(tmp_path / 'tiny.py'), tiny_data, work_dir, max_iters=2)
+def test_test_tool_evaluates_a_trained_checkpoint(tmp_path, demo_cfg, dump_cfg,
+                                                  demo_data_root, tools_train,
+                                                  tools_test, one_thread):
+    cfg = demo_cfg('basic', max_iters=2, batch_size=2, validate=False)
+    work_dir = cfg.work_dir
+    cfg_file = dump_cfg(cfg)
     tools_train.main(
         [cfg_file, '--cfg-options', f'experiment_name=t_{time.time_ns()}'])
     checkpoint = osp.join(work_dir, 'iter_2.pth')
@@ -27,12 +26,14 @@ def test_test_tool_evaluates_a_trained_checkpoint(tmp_path, tiny_data,
     ])
     assert 0 <= metrics['mIoU'] <= 100
     # --out writes one prediction per test image.
-    assert len([f for f in os.listdir(out_dir) if f.endswith('.png')]) == 2
+    test_images = os.listdir(osp.join(demo_data_root, 'img_dir', 'val'))
+    assert sorted(f for f in os.listdir(out_dir)
+                  if f.endswith('.png')) == sorted(test_images)
 
 
-def test_test_tool_refuses_unsafe_checkpoints(tmp_path, tiny_data, tools_test):
-    cfg_file = write_tiny_seg_config(
-        str(tmp_path / 'tiny.py'), tiny_data, str(tmp_path / 'work'))
+def test_test_tool_refuses_unsafe_checkpoints(tmp_path, demo_cfg, dump_cfg,
+                                              tools_test):
+    cfg_file = dump_cfg(demo_cfg('basic'))
     unsafe = str(tmp_path / 'unsafe.pth')
     torch.save({'state_dict': {}, 'meta': {'fn': print}}, unsafe)
     with pytest.raises(UnsafeCheckpointError, match='convert_checkpoint.py'):

@@ -1,6 +1,5 @@
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 import time
@@ -13,17 +12,10 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from mmseg_fnm.utils import UnsafeCheckpointError, load_safe
-from mmseg_fnm.utils.testing import write_tiny_seg_config
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 # Processes started by these tests share the machine's few cores.
 SUBPROCESS_ENV = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 def _run(cmd, timeout=120, **kwargs):
@@ -57,13 +49,11 @@ def _assert_same_training_state(a, b):
     assert a['param_schedulers'] == b['param_schedulers']
 
 
-def test_resume_equals_uninterrupted_training(tmp_path, tiny_data, tools_train,
-                                              one_thread):
-    cfg_file = write_tiny_seg_config(
-        str(tmp_path / 'tiny.py'),
-        tiny_data,
-        str(tmp_path / 'unused'),
-        checkpoint_interval=2)
+def test_resume_equals_uninterrupted_training(tmp_path, demo_cfg, dump_cfg,
+                                              tools_train, one_thread):
+    cfg = demo_cfg('basic', max_iters=4, batch_size=2, validate=False)
+    cfg.default_hooks.checkpoint.interval = 2
+    cfg_file = dump_cfg(cfg)
     interrupted = str(tmp_path / 'interrupted')
     straight = str(tmp_path / 'straight')
 
@@ -94,12 +84,14 @@ def test_resume_equals_uninterrupted_training(tmp_path, tiny_data, tools_train,
 
 
 def test_plain_mmengine_checkpoint_error_and_conversion(
-        tmp_path, tiny_data, tools_train, tools_convert, one_thread):
-    cfg_file = write_tiny_seg_config(
-        str(tmp_path / 'tiny.py'),
-        tiny_data,
-        str(tmp_path / 'plain'),
-        max_iters=2)
+        tmp_path, demo_cfg, dump_cfg, tools_train, tools_convert, one_thread):
+    cfg_file = dump_cfg(
+        demo_cfg(
+            'basic',
+            work_dir=str(tmp_path / 'plain'),
+            max_iters=2,
+            batch_size=2,
+            validate=False))
     # What plain mmengine writes: the same config without the hook.
     cfg = Config.fromfile(cfg_file)
     cfg.default_hooks.pop('safe_checkpoint')
@@ -133,18 +125,12 @@ def test_plain_mmengine_checkpoint_error_and_conversion(
     assert len(loss.data[0]) == 4
 
 
-def test_distributed_training_on_cpu(tmp_path, tiny_data, dist_train):
-    work_dir = str(tmp_path / 'dist')
-    cfg_file = write_tiny_seg_config(
-        str(tmp_path / 'tiny_dist.py'),
-        tiny_data,
-        work_dir,
-        max_iters=3,
-        custom_imports=dict(
-            imports=['mmseg_fnm', 'rank_dump_hook'],
-            allow_failed_imports=False),
-        custom_hooks=[dict(type='DumpRankWeightsHook')])
-    ranks = dist_train(cfg_file, work_dir)
+def test_distributed_training_on_cpu(demo_cfg, dump_cfg, dist_train):
+    cfg = demo_cfg('basic', max_iters=3, batch_size=2, validate=False)
+    cfg.custom_imports.imports.append('rank_dump_hook')
+    cfg.custom_hooks = [dict(type='DumpRankWeightsHook')]
+    work_dir = cfg.work_dir
+    ranks = dist_train(dump_cfg(cfg), work_dir)
     for dump in ranks:
         assert dump['world_size'] == 2
         assert dump['wrapper'] == 'MMDistributedDataParallel'
@@ -161,12 +147,13 @@ def test_distributed_training_on_cpu(tmp_path, tiny_data, dist_train):
         assert torch.equal(checkpoint['state_dict'][name], param), name
 
 
-def test_mmseg_tools_run_our_configs(tmp_path, tiny_data):
+def test_mmseg_tools_run_our_configs(demo_cfg, dump_cfg):
     """mmseg's own tools/train.py and tools/test.py, via custom_imports."""
     mim_tools = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools')
-    work_dir = str(tmp_path / 'mmseg_tools')
-    cfg_file = write_tiny_seg_config(
-        str(tmp_path / 'tiny.py'), tiny_data, work_dir, max_iters=2)
+    cfg = demo_cfg('basic', max_iters=2, batch_size=2, validate=False)
+    cfg.log_level = 'INFO'  # mmseg's test.py logs the metrics at INFO
+    work_dir = cfg.work_dir
+    cfg_file = dump_cfg(cfg)
     result = _run([sys.executable, osp.join(mim_tools, 'train.py'), cfg_file])
     assert result.returncode == 0, result.stderr[-3000:]
     checkpoint = osp.join(work_dir, 'iter_2.pth')

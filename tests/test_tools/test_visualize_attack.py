@@ -6,7 +6,6 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
-from mmseg.registry import MODELS
 
 from mmseg_fnm.utils import load_safe
 from mmseg_fnm.utils.checkpoint_match import CheckpointMismatchError
@@ -27,29 +26,6 @@ def visualize_tool():
     return module
 
 
-@pytest.fixture(scope='module')
-def demo_model(trained_demo, tmp_path_factory):
-    """The demo config as a file and a checkpoint of its seeded initial
-    weights, with the trained demo's dataset meta: predictions of an
-    untrained model vary from pixel to pixel, so an attack changes them
-    (the 40-iteration demo model predicts background everywhere)."""
-    cfg, trained = trained_demo
-    root = tmp_path_factory.mktemp('visualize')
-    cfg_file = str(root / 'demo.py')
-    cfg.dump(cfg_file)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = MODELS.build(cfg.model)
-        model.init_weights()
-    meta = load_safe(trained, map_location='cpu')['meta']
-    checkpoint = str(root / 'init.pth')
-    torch.save(
-        dict(
-            state_dict=model.state_dict(),
-            meta=dict(dataset_meta=meta['dataset_meta'])), checkpoint)
-    return cfg_file, checkpoint
-
-
 @pytest.fixture
 def image_and_label(demo_data_root):
     name = sorted(os.listdir(osp.join(demo_data_root, 'img_dir', 'val')))[0]
@@ -67,9 +43,9 @@ def check_result(result, eps):
     assert result['eps'] == pytest.approx(eps)
 
 
-def test_figure_without_a_label_map(demo_model, image_and_label, tmp_path,
+def test_figure_without_a_label_map(untrained_demo, image_and_label, tmp_path,
                                     visualize_tool, one_thread):
-    cfg_file, checkpoint = demo_model
+    cfg_file, checkpoint = untrained_demo
     image, _ = image_and_label
     out = str(tmp_path / 'figures' / 'fig1.png')
     result = visualize_tool.main(
@@ -80,9 +56,9 @@ def test_figure_without_a_label_map(demo_model, image_and_label, tmp_path,
     assert 'BIM(eps=0.03, alpha=0.01, steps=3' in result['title']
 
 
-def test_figure_with_a_label_map(demo_model, image_and_label, tmp_path,
+def test_figure_with_a_label_map(untrained_demo, image_and_label, tmp_path,
                                  visualize_tool, one_thread):
-    cfg_file, checkpoint = demo_model
+    cfg_file, checkpoint = untrained_demo
     image, label = image_and_label
     out = str(tmp_path / 'fig1.png')
     result = visualize_tool.main([
@@ -94,12 +70,11 @@ def test_figure_with_a_label_map(demo_model, image_and_label, tmp_path,
     assert f'labels: {osp.basename(label)}' in result['title']
 
 
-def test_bad_inputs(demo_model, trained_demo, image_and_label, tmp_path,
-                    visualize_tool):
-    cfg_file, checkpoint = demo_model
+def test_bad_inputs(untrained_demo, image_and_label, tmp_path, visualize_tool):
+    cfg_file, checkpoint = untrained_demo
     image, _ = image_and_label
     out = ['--out', str(tmp_path / 'fig.png')]
-    state = load_safe(trained_demo[1], map_location='cpu')['state_dict']
+    state = load_safe(checkpoint, map_location='cpu')['state_dict']
     state.pop('decode_head.conv_seg.weight')
     wrong = str(tmp_path / 'no_classifier.pth')
     torch.save(dict(state_dict=state), wrong)

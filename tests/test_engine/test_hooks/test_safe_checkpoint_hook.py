@@ -4,15 +4,12 @@ import time
 
 import numpy as np
 import torch
-from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.logging import HistoryBuffer
 from mmengine.runner import Runner
 from mmseg.registry import HOOKS
 
 from mmseg_fnm.engine.hooks import SafeCheckpointHook
-from mmseg_fnm.utils.testing import (write_tiny_seg_config,
-                                     write_tiny_seg_dataset)
 
 
 @HOOKS.register_module(force=True)
@@ -31,20 +28,15 @@ class _NumpyStateHook(Hook):
         self.loaded_type = type(checkpoint['numpy_state'])
 
 
-def _build_runner(tmp_path, name, **extra):
-    data_root = write_tiny_seg_dataset(str(tmp_path / 'data'), num_train=4)
-    cfg_file = write_tiny_seg_config(
-        str(tmp_path / f'{name}.py'),
-        data_root,
-        str(tmp_path / 'work'),
-        max_iters=2,
-        # Validation puts numpy scalars (best score, eta) into the hub.
-        val_interval=1,
-        experiment_name=f'{name}_{time.time_ns()}',
-        custom_hooks=[dict(type='_NumpyStateHook')],
-        **{'default_hooks.checkpoint.save_best': 'mIoU'},
-        **extra)
-    return Runner.from_cfg(Config.fromfile(cfg_file))
+def _build_runner(demo_cfg, tmp_path, name, **extra):
+    cfg = demo_cfg('basic', work_dir=str(tmp_path / name), max_iters=2)
+    # Validation puts numpy scalars (best score, eta) into the hub.
+    cfg.train_cfg.val_interval = 1
+    cfg.default_hooks.checkpoint.save_best = 'mIoU'
+    cfg.custom_hooks = [dict(type='_NumpyStateHook')]
+    cfg.experiment_name = f'{name}_{time.time_ns()}'
+    cfg.merge_from_dict(extra)
+    return Runner.from_cfg(cfg)
 
 
 def test_hook_is_registered_and_runs_last():
@@ -54,8 +46,8 @@ def test_hook_is_registered_and_runs_last():
 
 
 def test_runner_checkpoint_loads_weights_only_and_resumes(
-        tmp_path, one_thread):
-    runner = _build_runner(tmp_path, 'safe_hook_train')
+        demo_cfg, tmp_path, one_thread):
+    runner = _build_runner(demo_cfg, tmp_path, 'safe_hook_train')
     assert any(isinstance(h, SafeCheckpointHook) for h in runner.hooks)
     runner.train()
     path = osp.join(runner.work_dir, 'iter_2.pth')
@@ -72,7 +64,7 @@ def test_runner_checkpoint_loads_weights_only_and_resumes(
     hub = runner.message_hub.log_scalars['train/loss']
 
     resumed = _build_runner(
-        tmp_path, 'safe_hook_resume', load_from=path, resume=True)
+        demo_cfg, tmp_path, 'safe_hook_resume', load_from=path, resume=True)
     resumed.load_or_resume()
     assert resumed.iter == 2
     buffer = resumed.message_hub.log_scalars['train/loss']

@@ -7,11 +7,6 @@ import socket
 import subprocess
 import sys
 
-import torch
-from mmseg.registry import MODELS
-
-from mmseg_fnm.utils import load_safe
-
 REPO_ROOT = osp.dirname(
     osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 SWEEP = [
@@ -32,24 +27,9 @@ def _records(work_dir):
         return json.load(f)['records']
 
 
-def test_two_ranks_give_the_single_process_numbers(trained_demo, tmp_path):
-    cfg, trained = trained_demo
-    cfg_file = str(tmp_path / 'demo.py')
-    cfg.dump(cfg_file)
-    # Seeded initial weights: their predictions vary from pixel to pixel,
-    # so every setting of the sweep has its own numbers (the 40-iteration
-    # demo model predicts background everywhere, whatever the attack).
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = MODELS.build(cfg.model)
-        model.init_weights()
-    meta = load_safe(trained, map_location='cpu')['meta']
-    checkpoint = str(tmp_path / 'init.pth')
-    torch.save(
-        dict(
-            state_dict=model.state_dict(),
-            meta=dict(dataset_meta=meta['dataset_meta'])), checkpoint)
-
+def test_two_ranks_give_the_single_process_numbers(untrained_demo, tmp_path):
+    # Untrained weights: every setting of the sweep has numbers of its own.
+    cfg_file, checkpoint = untrained_demo
     env = dict(
         os.environ,
         OMP_NUM_THREADS='1',
