@@ -1,6 +1,6 @@
 # Clean (non-adversarial) training of PSPNet-R18-slim on demo_shapes.
 # CPU: python tools/train.py configs/demo/pspnet_r18_demo_basic.py
-# (about 3.5 minutes on 2 cores; val mIoU about 62%).
+# (about 3 minutes on 2 cores; val mIoU about 62%).
 _base_ = [
     '../_base_/models/pspnet_r18_demo.py',
     '../_base_/datasets/demo_shapes.py', '../_base_/default_runtime.py',

@@ -1,6 +1,7 @@
 # Iteration-based schedule of the CPU demo: 2500 iterations of batch 8 on
-# 64x64 crops, about 3.5 minutes on 2 cores (3000 iterations: about 3 points
-# more mIoU for 0.6 minutes more).  The network is trained from scratch,
+# 64x64 crops, about 3 minutes of clean training on 2 cores (README, "Two
+# commands"; 4x longer gives about 12 points more mIoU, see
+# docs/reproduction.md).  The network is trained from scratch,
 # hence a higher learning rate than the paper's 0.01 for ImageNet-initialised
 # backbones.  Hooks are set by _base_/default_runtime.py (a sibling base may
 # not redefine them); the demo leaf configs adjust their intervals.
