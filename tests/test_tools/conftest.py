@@ -52,3 +52,27 @@ def tools_test():
 def tools_convert():
     """tools/convert_checkpoint.py as a module."""
     return _load_tool('convert_checkpoint')
+
+
+@pytest.fixture(scope='session')
+def plot_tool():
+    """tools/plot_robustness.py as a module."""
+    return _load_tool('plot_robustness')
+
+
+@pytest.fixture(scope='session')
+def benchmark_tool():
+    """tools/benchmark.py as a module."""
+    return _load_tool('benchmark')
+
+
+@pytest.fixture(scope='session')
+def reproduce():
+    """tools/reproduce.py as a module."""
+    return _load_tool('reproduce')
+
+
+@pytest.fixture(scope='session')
+def visualize_tool():
+    """tools/visualize_attack.py as a module."""
+    return _load_tool('visualize_attack')

@@ -1,7 +1,6 @@
 """tools/benchmark.py runs end to end on a tiny setting and writes a
 well-formed JSON.  The speed targets are read from its output, not
 asserted here."""
-import importlib.util
 import json
 import math
 import os.path as osp
@@ -10,20 +9,9 @@ import statistics
 import pytest
 import torch
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 VARIANTS = ('FGSM', 'RandomFGSM', 'FNM', 'BIM-3')
 SWEEPS = ('clean prediction', 'FGSM, gradient reuse', 'FGSM, radius by radius',
           'BIM-10')
-
-
-@pytest.fixture(scope='module')
-def benchmark_tool():
-    spec = importlib.util.spec_from_file_location(
-        'mmseg_fnm_tools_benchmark',
-        osp.join(REPO_ROOT, 'tools', 'benchmark.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _positive(value):

@@ -1,5 +1,4 @@
 """tools/plot_robustness.py on reports written by RobustnessMetric."""
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -10,19 +9,7 @@ import torch
 from mmseg_fnm.evaluation import RobustnessMetric
 from mmseg_fnm.evaluation.robustness_metric import CLEAN
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CLASSES = ('background', 'disc', 'square')
-
-
-@pytest.fixture(scope='module')
-def plot_tool():
-    # tools/ is not a package: import the script by path.
-    spec = importlib.util.spec_from_file_location(
-        'mmseg_fnm_tools_plot_robustness',
-        osp.join(REPO_ROOT, 'tools', 'plot_robustness.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_report(out_dir, settings, seed, config=None):

@@ -1,5 +1,4 @@
 """tools/reproduce.py --quick end to end: real trainings, sweeps, files."""
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -20,17 +19,6 @@ EPSILONS = [0, 0.02, 0.04]
 ATTACKS = ['FGSM', 'BIM']
 OUTPUTS = ('summary.json', 'summary.md', 'figure3a_fgsm.png',
            'figure3b_bim.png', 'fnm_radius.png')
-
-
-@pytest.fixture(scope='module')
-def reproduce():
-    # tools/ is not a package: import the script by path.
-    spec = importlib.util.spec_from_file_location(
-        'mmseg_fnm_tools_reproduce',
-        osp.join(REPO_ROOT, 'tools', 'reproduce.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_dir(work_dir, model, seed):

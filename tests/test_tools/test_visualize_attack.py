@@ -1,5 +1,4 @@
 """tools/visualize_attack.py: the paper's figure 1 for one image."""
-import importlib.util
 import os
 import os.path as osp
 
@@ -10,20 +9,8 @@ import torch
 from mmseg_fnm.utils import load_safe
 from mmseg_fnm.utils.checkpoint_match import CheckpointMismatchError
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 # BIM at the paper's radius, 3 steps that reach it: seconds on one thread.
 FAST_BIM = ['--eps', '0.03', '--alpha', '0.01', '--steps', '3']
-
-
-@pytest.fixture(scope='module')
-def visualize_tool():
-    # tools/ is not a package: import the script by path.
-    spec = importlib.util.spec_from_file_location(
-        'mmseg_fnm_tools_visualize_attack',
-        osp.join(REPO_ROOT, 'tools', 'visualize_attack.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
