@@ -42,15 +42,9 @@ def plot_robustness_curves(models: Dict[str, List[dict]],
                 label = ' '.join(part for part in (model, attack) if part)
                 style = '--' if attack == 'worst' else '-'
                 axes.plot(xs, ys, style, marker='o', markersize=3, label=label)
-        axes.set_xlabel('attack radius $\\varepsilon$ (pixels in [0, 1])')
-        axes.set_ylabel(f'{metric} (%)')
-        axes.set_ylim(bottom=0)
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize='small')
-        if title:
-            axes.set_title(title)
-        figure.tight_layout()
-        figure.savefig(path)
+        _finish(figure, axes, path,
+                'attack radius $\\varepsilon$ (pixels in [0, 1])',
+                f'{metric} (%)', title, 0)
     finally:
         plt.close(figure)
 
@@ -101,16 +95,22 @@ def plot_mean_std_curves(curves: Dict[str, dict],
         for label, value in (references or {}).items():
             axes.axhline(
                 value, color='grey', linestyle='--', linewidth=1, label=label)
-        axes.set_xlabel(xlabel)
-        axes.set_ylabel(ylabel)
-        if ylim_bottom is not None:
-            axes.set_ylim(bottom=ylim_bottom)
-        axes.grid(alpha=0.3)
-        if curves or references:
-            axes.legend(fontsize='small')
-        if title:
-            axes.set_title(title)
-        figure.tight_layout()
-        figure.savefig(path)
+        _finish(figure, axes, path, xlabel, ylabel, title, ylim_bottom)
     finally:
         plt.close(figure)
+
+
+def _finish(figure, axes, path: str, xlabel: str, ylabel: str,
+            title: Optional[str], ylim_bottom: Optional[float]) -> None:
+    """Labels, limits, grid, legend and title; save to ``path``."""
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    if ylim_bottom is not None:
+        axes.set_ylim(bottom=ylim_bottom)
+    axes.grid(alpha=0.3)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize='small')
+    if title:
+        axes.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path)
