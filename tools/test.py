@@ -18,7 +18,7 @@ import mmseg_fnm  # noqa: F401  (registers the plugin's components)
 from mmseg_fnm.attacks import build_attack
 from mmseg_fnm.engine.loops.robustness_loop import DEFAULT_ATTACKS
 from mmseg_fnm.registry import ATTACKS
-from mmseg_fnm.utils import setup_cpu_distributed
+from mmseg_fnm.utils import distributed_session
 from mmseg_fnm.utils.checkpoint_match import check_state_dict
 
 ROBUSTNESS_LOOP = 'RobustnessTestLoop'
@@ -240,18 +240,20 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = build_cfg(args)
 
-    # On CPU-only machines: gloo process group and CPU DDP; no-op otherwise.
-    setup_cpu_distributed(cfg, args.launcher)
+    # On CPU-only machines: gloo process group and CPU DDP. Either way the
+    # process group ends cleanly when testing ends.
+    with distributed_session(cfg, args.launcher):
+        # build the runner from config
+        if 'runner_type' not in cfg:
+            runner = Runner.from_cfg(cfg)
+        else:
+            runner = RUNNERS.build(cfg)
+        runner.register_hook(
+            CheckpointMatchHook(args.config, args.checkpoint))
 
-    # build the runner from config
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
-    runner.register_hook(CheckpointMatchHook(args.config, args.checkpoint))
-
-    # start testing
-    return runner.test()
+        # start testing
+        metrics = runner.test()
+    return metrics
 
 
 if __name__ == '__main__':

@@ -12,7 +12,7 @@ from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
 import mmseg_fnm  # noqa: F401  (registers the plugin's components)
-from mmseg_fnm.utils import ensure_safe_checkpoint_hook, setup_cpu_distributed
+from mmseg_fnm.utils import distributed_session, ensure_safe_checkpoint_hook
 
 
 def parse_args(argv=None):
@@ -104,20 +104,20 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = build_cfg(args)
 
-    # On CPU-only machines: gloo process group and CPU DDP; no-op otherwise.
-    setup_cpu_distributed(cfg, args.launcher)
+    # On CPU-only machines: gloo process group and CPU DDP. Either way the
+    # process group ends cleanly when training ends.
+    with distributed_session(cfg, args.launcher):
+        # build the runner from config
+        if 'runner_type' not in cfg:
+            # build the default runner
+            runner = Runner.from_cfg(cfg)
+        else:
+            # build customized runner from the registry
+            # if 'runner_type' is set in the cfg
+            runner = RUNNERS.build(cfg)
 
-    # build the runner from config
-    if 'runner_type' not in cfg:
-        # build the default runner
-        runner = Runner.from_cfg(cfg)
-    else:
-        # build customized runner from the registry
-        # if 'runner_type' is set in the cfg
-        runner = RUNNERS.build(cfg)
-
-    # start training
-    runner.train()
+        # start training
+        runner.train()
     return runner
 
 

@@ -1,8 +1,9 @@
 """Distributed runs on machines without an accelerator."""
+import contextlib
 import datetime
 import logging
 import os
-from typing import Any, Union
+from typing import Any, Iterator, Union
 
 import torch.distributed as torch_dist
 from mmengine.config import Config, ConfigDict
@@ -108,3 +109,53 @@ def setup_cpu_distributed(cfg: Union[Config, dict], launcher: str) -> bool:
                 wrapper_type, DistributedDataParallel):
             wrapper_cfg.setdefault('device_ids', None)
     return True
+
+
+def end_distributed(synchronize: bool = True) -> None:
+    """Destroy the default process group, after a barrier by default.
+
+    A process that exits with a live gloo process group lets the C++
+    runtime destroy the group during interpreter shutdown while its
+    transport threads still run; the rank that exits first then aborts
+    now and then with "terminate called without an active exception"
+    (SIGABRT).  Destroying the group explicitly, once every rank has
+    finished its collectives (the barrier), ends the threads in order.
+
+    Args:
+        synchronize (bool): Wait for every rank first.  Pass False on an
+            error path: the other ranks may never reach the barrier.
+    """
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return
+    if synchronize:
+        torch_dist.barrier()
+    torch_dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def distributed_session(cfg: Union[Config, dict],
+                        launcher: str) -> Iterator[bool]:
+    """Run a tool's job in a process group that is ended cleanly.
+
+    Enters with :func:`setup_cpu_distributed` (gloo on CPU-only
+    machines; on GPUs the Runner initialises NCCL itself) and, on leaving,
+    destroys the process group this session created (see
+    :func:`end_distributed`), so no rank aborts at exit.  A group that
+    existed before the session is left alone.
+
+    Args:
+        cfg (Config | dict): The config (see :func:`setup_cpu_distributed`).
+        launcher (str): The job launcher.
+
+    Yields:
+        bool: Whether a CPU process group is in use.
+    """
+    owned = not (torch_dist.is_available() and torch_dist.is_initialized())
+    try:
+        yield setup_cpu_distributed(cfg, launcher)
+    except BaseException:
+        if owned:
+            end_distributed(synchronize=False)
+        raise
+    if owned:
+        end_distributed()

@@ -237,6 +237,7 @@ _DIST_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.multiprocess
 def test_two_ranks_build_once_and_fail_together(tmp_path):
     script = tmp_path / 'build.py'
     script.write_text(_DIST_SCRIPT)

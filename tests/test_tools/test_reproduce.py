@@ -176,6 +176,7 @@ def test_quick_end_to_end_and_restart(reproduce, tmp_path, monkeypatch):
     assert os.stat(osp.join(kept, 'train.json')).st_mtime_ns == stamps[kept][1]
 
 
+@pytest.mark.multiprocess
 def test_quick_with_distributed_launcher(reproduce, tmp_path, monkeypatch):
     """--launcher pytorch runs tools/dist_train.sh and dist_test.sh (gloo
     processes on a CPU-only machine)."""

@@ -125,6 +125,7 @@ def test_plain_mmengine_checkpoint_error_and_conversion(
     assert len(loss.data[0]) == 4
 
 
+@pytest.mark.multiprocess
 def test_distributed_training_on_cpu(demo_cfg, dump_cfg, dist_train):
     cfg = demo_cfg('basic', max_iters=3, batch_size=2, validate=False)
     cfg.custom_imports.imports.append('rank_dump_hook')

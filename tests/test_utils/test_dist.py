@@ -7,7 +7,7 @@ from mmengine.config import Config
 from mmengine.device import get_device
 from mmengine.registry import MODEL_WRAPPERS
 
-from mmseg_fnm.utils import setup_cpu_distributed
+from mmseg_fnm.utils import distributed_session, setup_cpu_distributed
 
 cpu_only = pytest.mark.skipif(
     get_device() != 'cpu', reason='the CPU path is taken only without GPUs')
@@ -81,3 +81,53 @@ def test_gloo_group_and_cpu_ddp(monkeypatch):
         assert model.module.weight.grad is not None
     finally:
         torch_dist.destroy_process_group()
+
+
+def _torchrun_env(monkeypatch):
+    for key, value in dict(
+            RANK='0',
+            LOCAL_RANK='0',
+            WORLD_SIZE='1',
+            MASTER_ADDR='127.0.0.1',
+            MASTER_PORT=str(_free_port())).items():
+        monkeypatch.setenv(key, value)
+
+
+@cpu_only
+def test_session_ends_the_group_it_created(monkeypatch):
+    _torchrun_env(monkeypatch)
+    with distributed_session(Config(), 'pytorch') as cpu_group:
+        assert cpu_group is True
+        assert torch_dist.is_initialized()
+    # A live group at interpreter exit is what made ranks abort.
+    assert not torch_dist.is_initialized()
+
+
+@cpu_only
+def test_session_ends_the_group_on_error_without_waiting(monkeypatch):
+    _torchrun_env(monkeypatch)
+    barriers = []
+    monkeypatch.setattr(torch_dist, 'barrier', lambda: barriers.append(1))
+    with pytest.raises(ZeroDivisionError):
+        with distributed_session(Config(), 'pytorch'):
+            1 / 0
+    assert not torch_dist.is_initialized()
+    assert barriers == []  # other ranks may never reach a barrier
+
+
+@cpu_only
+def test_session_leaves_an_existing_group_alone(monkeypatch):
+    _torchrun_env(monkeypatch)
+    torch_dist.init_process_group('gloo', rank=0, world_size=1)
+    try:
+        with distributed_session(Config(), 'pytorch'):
+            pass
+        assert torch_dist.is_initialized()
+    finally:
+        torch_dist.destroy_process_group()
+
+
+def test_session_without_launcher_is_a_no_op():
+    with distributed_session(Config(), 'none') as cpu_group:
+        assert cpu_group is False
+    assert not torch_dist.is_initialized()

@@ -1,9 +1,11 @@
 """2-process (gloo) adversarial training with tools/dist_train.sh."""
 import os.path as osp
 
+import pytest
 import torch
 
 
+@pytest.mark.multiprocess
 def test_fnm_training_on_two_ranks_keeps_them_identical(
         demo_cfg, tmp_path, dist_train):
     cfg = demo_cfg('fnm', max_iters=3, batch_size=2)

@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 REPO_ROOT = osp.dirname(
     osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 SWEEP = [
@@ -27,6 +29,7 @@ def _records(work_dir):
         return json.load(f)['records']
 
 
+@pytest.mark.multiprocess
 def test_two_ranks_give_the_single_process_numbers(untrained_demo, tmp_path):
     # Untrained weights: every setting of the sweep has numbers of its own.
     cfg_file, checkpoint = untrained_demo
