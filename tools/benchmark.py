@@ -30,7 +30,7 @@ from mmseg.registry import LOOPS
 from torch.utils.data import DataLoader, Dataset
 
 import mmseg_fnm  # noqa: F401  (registers the plugin's components)
-from mmseg_fnm.attacks import FGSM, BaseAttack, build_attack
+from mmseg_fnm.attacks import FGSM, BaseAttack, SegmentorAttacker, build_attack
 from mmseg_fnm.engine.loops import DEFAULT_EPSILONS
 from mmseg_fnm.utils.benchmark import (Clock, SyntheticSegDataset, TimedAttack,
                                        is_cuda, machine_info, markdown_table,
@@ -477,6 +477,61 @@ def bench_sweep(runner: Runner, loader, args, clock: Clock) -> dict:
         settings=results)
 
 
+#: Strong attacks timed per gradient step against BIM-10, at eps 0.03;
+#: no early stop, so every image costs the nominal budget.
+STRONG_ATTACKS = {
+    'BIM-10':
+    dict(type='BIM', eps=0.03, alpha=0.004, steps=10),
+    'APGD-ce (20 iters)':
+    dict(type='APGD', eps=0.03, iters=20, early_stop=False),
+    'SEA (20 iters per loss)':
+    dict(type='SEA', eps=0.03, iters=20, early_stop=False),
+}
+
+
+def bench_strong_attacks(runner: Runner, loader, args, clock: Clock) -> dict:
+    """Time per gradient step of the strong attacks and of BIM-10 on the
+    same batch, through the robustness loop's mmseg-level attacker: the
+    bookkeeping of APGD and SEA (best-iterate tracking, step-size
+    control, radius stages) must be cheap next to the gradient."""
+    attacker = SegmentorAttacker()
+    attacks = {name: build_attack(cfg) for name, cfg in STRONG_ATTACKS.items()}
+    batch = next(iter(loader))
+    model = runner.model
+    model.eval()
+    backwards = {}
+
+    def task(name):
+
+        def run(index):
+            data = clone_batch(batch)
+
+            def attack():
+                for _, _, out in attacker.sweep(model, attacks[name], data,
+                                                [0.03]):
+                    backwards[name] = float(out.backwards.float().mean())
+
+            return clock.time(attack)
+
+        return run
+
+    times = run_interleaved({name: task(name)
+                             for name in attacks}, args.sweep_rounds,
+                            args.sweep_warmup, args.seed,
+                            lambda line: _log(f'strong attacks {line}'))
+    model.train()
+    return {
+        name:
+        dict(
+            attack=repr(attacks[name]),
+            gradient_steps=backwards[name],
+            seconds=times[name],
+            seconds_per_step=[t / backwards[name] for t in times[name]],
+            stats=summarise([t / backwards[name] for t in times[name]]))
+        for name in attacks
+    }
+
+
 # ----------------------------------------------------------------------
 # 4. ratios, targets and tables
 # ----------------------------------------------------------------------
@@ -488,7 +543,8 @@ def _ratio(a, b):
     return None if a is None or not b else a / b
 
 
-def ratios(train: dict, breakdown: dict, sweep: dict, args) -> list:
+def ratios(train: dict, breakdown: dict, sweep: dict, strong: dict,
+           args) -> list:
     """Each ratio with its target (None: for information)."""
     clean = train['clean']
     rows = []
@@ -559,6 +615,12 @@ def ratios(train: dict, breakdown: dict, sweep: dict, args) -> list:
         _ratio(gradient, prediction), None,
         f'reuse ratio = (A/P + {n}) / ({n} A/P + {n}); <= 0.4 needs A/P '
         f'>= {needed:.2f}')
+    bim_step = _median(strong['BIM-10'])
+    for name, entry in strong.items():
+        if name != 'BIM-10':
+            add(f'time per gradient step {name} / BIM-10',
+                _ratio(_median(entry), bim_step), 1.15,
+                'same images; the bookkeeping next to the gradient')
     return rows
 
 
@@ -616,6 +678,14 @@ def tables(result: dict) -> str:
         f"batch {sweep['images']})", '',
         markdown_table(['setting', 'ms / image'], rows)
     ]
+    rows = [[name, f"{entry['gradient_steps']:g}",
+             _ms(_median(entry))]
+            for name, entry in result['strong_attacks'].items()]
+    text += [
+        '', '### Strong attacks per gradient step (eps 0.03, no early stop)',
+        '',
+        markdown_table(['attack', 'gradient steps', 'ms / step'], rows)
+    ]
     rows = [[
         r['name'],
         _x(r['value']), '' if r['target'] is None else f"<= {r['target']:g}",
@@ -659,6 +729,7 @@ def main(argv=None) -> dict:
         sweep_loader, sweep_data = build_loader(runner, cfg, 'test',
                                                 args.sweep_batch_size, args)
         sweep = bench_sweep(runner, sweep_loader, args, clock)
+        strong = bench_strong_attacks(runner, sweep_loader, args, clock)
         if hasattr(os, 'getloadavg'):
             machine['load_average_end'] = list(os.getloadavg())
     result = dict(
@@ -689,8 +760,9 @@ def main(argv=None) -> dict:
         training=training,
         breakdown=breakdown,
         sweep=sweep,
+        strong_attacks=strong,
         seconds=time.time() - started)
-    result['ratios'] = ratios(training, breakdown, sweep, args)
+    result['ratios'] = ratios(training, breakdown, sweep, strong, args)
     result['table'] = tables(result)
     print(result['table'])
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)

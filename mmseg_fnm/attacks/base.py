@@ -16,12 +16,20 @@ Conventions of every attack in this package:
   received; it is 0 for every sample the attack left unchanged (no labelled
   pixel, a zero or non-finite gradient, or, for the Fast Newton Method, a
   sample that is already misclassified on average).
+- ``AttackOutput.forwards[i]`` / ``backwards[i]`` count the forward and
+  backward passes the attack spent on sample ``i`` (its budget).
+- ``forward`` treats samples independently (a segmentor in eval mode
+  does), so attacks may call it on a subset of the batch, e.g. to stop
+  early on images that are already fully misclassified.  A forward that
+  needs per-sample context offers ``forward.subset(index)``, returning the
+  forward of those samples; see :func:`restrict_forward`.
 """
 import copy
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import (Callable, Iterator, List, NamedTuple, Optional, Sequence,
+                    Tuple)
 
 import torch
 import torch.nn.functional as F
@@ -37,9 +45,63 @@ class AttackOutput:
     Attributes:
         images (Tensor): Adversarial images ``(N, C, H, W)`` in [0, 1].
         eps (Tensor): ``(N,)`` float32 radius each sample received.
+        forwards (Tensor, optional): ``(N,)`` int64 forward passes spent on
+            each sample (filled in by :meth:`BaseAttack.__call__`).
+        backwards (Tensor, optional): ``(N,)`` int64 backward passes.
     """
     images: Tensor
     eps: Tensor
+    forwards: Optional[Tensor] = None
+    backwards: Optional[Tensor] = None
+
+
+def restrict_forward(forward: ForwardFn, index: Tensor) -> ForwardFn:
+    """The forward of the samples ``index`` of the batch (a sub-batch).
+
+    Uses ``forward.subset(index)`` when the forward offers it; a plain
+    callable is per-sample by contract and is returned as it is.
+    """
+    subset = getattr(forward, 'subset', None)
+    return forward if subset is None else subset(index)
+
+
+class CountingForward:
+    """Counts the forward and backward passes a forward runs per sample.
+
+    A call counts one forward for every sample of its batch and one
+    backward when its input requires grad (every attack takes the input
+    gradient by ``backward`` of what it computed from that input).
+
+    Args:
+        forward (callable): The forward to count.
+        batch (int): Batch size of the full problem.
+    """
+
+    def __init__(self, forward: ForwardFn, batch: int) -> None:
+        self.forward = forward
+        self.index = torch.arange(batch)
+        self.forwards = torch.zeros(batch, dtype=torch.long)
+        self.backwards = torch.zeros(batch, dtype=torch.long)
+
+    def __call__(self, images: Tensor) -> Tensor:
+        self.forwards[self.index] += 1
+        if images.requires_grad:
+            self.backwards[self.index] += 1
+        return self.forward(images)
+
+    def subset(self, index: Tensor) -> 'CountingForward':
+        """A counter of the sub-batch ``index`` sharing these counts."""
+        index = index.cpu()
+        child = copy.copy(self)
+        child.forward = restrict_forward(self.forward, index)
+        child.index = self.index[index]
+        return child
+
+    def fill(self, out: AttackOutput) -> AttackOutput:
+        """Write the counts so far into ``out``."""
+        out.forwards = self.forwards.clone()
+        out.backwards = self.backwards.clone()
+        return out
 
 
 def check_radius(name: str, value, allow_zero: bool = True) -> float:
@@ -139,14 +201,33 @@ def margin_sum(logits: Tensor, labels: Tensor, ignore_index: int) -> Tensor:
     return margin.flatten(1).sum(1)
 
 
-def input_gradient(
+class Evaluation(NamedTuple):
+    """An objective, its input gradient and the accuracy at one point.
+
+    Attributes:
+        grad (Tensor): float32 ``(N, C, H, W)`` gradient (zeros when not
+            asked for, and for non-finite samples).
+        value (Tensor): float32 ``(N,)`` objective (0 where not finite).
+        correct (Tensor): int64 ``(N,)`` labelled pixels predicted right.
+        finite (Tensor): ``(N,)`` samples whose objective and gradient are
+            finite.
+    """
+    grad: Tensor
+    value: Tensor
+    correct: Tensor
+    finite: Tensor
+
+
+def evaluate(
     forward: ForwardFn,
     images: Tensor,
     labels: Tensor,
     objective: Callable[[Tensor, Tensor, int], Tensor],
     ignore_index: int,
-) -> Tuple[Tensor, Tensor, Tensor]:
-    """Gradient of a per-sample objective with respect to the input.
+    with_grad: bool = True,
+    monitor: Optional[Callable[[Tensor, Tensor, int], Tensor]] = None
+) -> Evaluation:
+    """One forward (and backward): objective, input gradient, accuracy.
 
     The gradient is computed with ``backward`` on a leaf that requires
     grad, which also works through reentrant activation checkpointing
@@ -161,20 +242,27 @@ def input_gradient(
         objective (callable): ``objective(logits, labels, ignore_index)``
             returning ``(N,)`` per-sample values.
         ignore_index (int): Label of pixels that do not count.
+        with_grad (bool): Whether to run the backward pass.
+        monitor (callable, optional): A second objective, computed from the
+            same logits without a gradient, reported as ``value`` instead
+            of the objective (e.g. to judge progress on a loss whose scale
+            changes over the attack).
 
     Returns:
-        tuple[Tensor, Tensor, Tensor]: The float32 gradient ``(N, C, H, W)``,
-        the float32 objective ``(N,)`` (both detached) and a ``(N,)`` mask
-        of the samples where both are finite.  The others get a zero
-        gradient and objective, so nothing non-finite leaves an attack.
+        Evaluation: Everything detached; nothing non-finite leaves it.
     """
-    with torch.enable_grad():
-        x = images.detach().clone().requires_grad_(True)
-        value = objective(forward(x), labels, ignore_index)
-        if value.requires_grad:
+    with torch.enable_grad() if with_grad else torch.no_grad():
+        x = images.detach().clone().requires_grad_(with_grad)
+        logits = forward(x)
+        value = objective(logits, labels, ignore_index)
+        if with_grad and value.requires_grad:
             value.sum().backward()
-    grad = x.grad
-    if grad is None:  # the objective does not depend on the input
+        if monitor is not None:
+            with torch.no_grad():
+                value = monitor(logits.detach(), labels, ignore_index)
+    correct = correct_pixels(logits.detach(), labels, ignore_index)
+    grad = x.grad if with_grad else None
+    if grad is None:  # not asked for, or independent of the input
         grad = torch.zeros_like(images, dtype=torch.float32)
     grad = grad.float()
     value = value.detach().float()
@@ -182,7 +270,40 @@ def input_gradient(
     # Unconditional: asking whether all are finite would wait for the GPU.
     grad = torch.where(finite.view(-1, *([1] * (grad.dim() - 1))), grad, 0.)
     value = torch.where(finite, value, 0.)
-    return grad, value, finite
+    return Evaluation(grad, value, correct, finite)
+
+
+def correct_pixels(logits: Tensor, labels: Tensor,
+                   ignore_index: int) -> Tensor:
+    """Per-sample number of labelled pixels whose argmax is the label."""
+    hit = (logits.argmax(1) == labels) & labelled_mask(labels, ignore_index)
+    return hit.flatten(1).sum(1)
+
+
+def input_gradient(
+    forward: ForwardFn,
+    images: Tensor,
+    labels: Tensor,
+    objective: Callable[[Tensor, Tensor, int], Tensor],
+    ignore_index: int,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Gradient of a per-sample objective with respect to the input.
+
+    Args:
+        forward (callable): Maps images to logits at label resolution.
+        images (Tensor): ``(N, C, H, W)`` in [0, 1].
+        labels (Tensor): ``(N, H, W)`` int64.
+        objective (callable): ``objective(logits, labels, ignore_index)``
+            returning ``(N,)`` per-sample values.
+        ignore_index (int): Label of pixels that do not count.
+
+    Returns:
+        tuple[Tensor, Tensor, Tensor]: The float32 gradient ``(N, C, H, W)``,
+        the float32 objective ``(N,)`` (both detached) and a ``(N,)`` mask
+        of the samples where both are finite (see :func:`evaluate`).
+    """
+    result = evaluate(forward, images, labels, objective, ignore_index)
+    return result.grad, result.value, result.finite
 
 
 def per_sample(values: Tensor, like: Tensor) -> Tensor:
@@ -231,7 +352,9 @@ class BaseAttack:
         """
         self._check_inputs(images, labels)
         images = images.detach()
-        out = self.perturb(forward, images, labels, ignore_index, generator)
+        counter = CountingForward(forward, images.shape[0])
+        out = self.perturb(counter, images, labels, ignore_index, generator)
+        counter.fill(out)
         # Guard the contract even if a subclass slips: range and finiteness.
         adv = torch.where(torch.isfinite(out.images), out.images, images)
         out.images = adv.clamp_(0, 1).to(images.dtype)
@@ -243,6 +366,11 @@ class BaseAttack:
                 generator: Optional[torch.Generator]) -> AttackOutput:
         """Compute the adversarial examples (inputs already checked)."""
         raise NotImplementedError
+
+    @property
+    def name(self) -> str:
+        """Name of the attack in reports (default: its type)."""
+        return type(self).__name__
 
     @property
     def max_radius(self) -> Optional[float]:
@@ -285,8 +413,12 @@ class BaseAttack:
     @staticmethod
     def unchanged(images: Tensor) -> AttackOutput:
         """The clean batch as an attack output with radius 0."""
-        return AttackOutput(images.detach().clone(),
-                            torch.zeros(images.shape[0], device=images.device))
+        batch = images.shape[0]
+        return AttackOutput(
+            images.detach().clone(),
+            torch.zeros(batch, device=images.device),
+            forwards=torch.zeros(batch, dtype=torch.long),
+            backwards=torch.zeros(batch, dtype=torch.long))
 
     @staticmethod
     def _check_inputs(images: Tensor, labels: Tensor) -> None:
@@ -331,8 +463,9 @@ def radii_tensor(eps: float, batch: int, device: torch.device) -> Tensor:
 
 
 __all__: List[str] = [
-    'AttackOutput', 'BaseAttack', 'ForwardFn', 'check_radius',
-    'check_positive_int', 'cross_entropy_sum', 'margin_sum', 'input_gradient',
-    'labelled_mask', 'per_sample', 'active_samples', 'uniform_like',
-    'radii_tensor'
+    'AttackOutput', 'BaseAttack', 'CountingForward', 'Evaluation', 'ForwardFn',
+    'check_radius', 'check_positive_int', 'correct_pixels',
+    'cross_entropy_sum', 'evaluate', 'margin_sum', 'input_gradient',
+    'restrict_forward', 'labelled_mask', 'per_sample', 'active_samples',
+    'uniform_like', 'radii_tensor'
 ]

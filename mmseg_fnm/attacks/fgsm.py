@@ -5,9 +5,9 @@ import torch
 from torch import Tensor
 
 from mmseg_fnm.registry import ATTACKS
-from .base import (AttackOutput, BaseAttack, ForwardFn, active_samples,
-                   check_radius, cross_entropy_sum, input_gradient, per_sample,
-                   radii_tensor, uniform_like)
+from .base import (AttackOutput, BaseAttack, CountingForward, ForwardFn,
+                   active_samples, check_radius, cross_entropy_sum,
+                   input_gradient, per_sample, radii_tensor, uniform_like)
 
 
 def signed_step(images: Tensor, direction: Tensor, eps: Tensor) -> Tensor:
@@ -59,8 +59,12 @@ class FGSM(BaseAttack):
         """FGSM at several radii from ONE input gradient.
 
         The gradient does not depend on the radius, so a sweep costs one
-        forward and one backward in total instead of one per radius.
+        forward and one backward in total instead of one per radius; each
+        radius reports that shared pass as its budget.
         """
+        self._check_inputs(images, labels)
+        images = images.detach()
+        counter = CountingForward(forward, images.shape[0])
         direction = active = None
         for eps in epsilons:
             eps = check_radius('eps', eps)
@@ -68,15 +72,15 @@ class FGSM(BaseAttack):
                 yield eps, self.unchanged(images)
                 continue
             if direction is None:
-                grad, _, _ = input_gradient(forward, images, labels,
+                grad, _, _ = input_gradient(counter, images, labels,
                                             cross_entropy_sum, ignore_index)
                 direction = grad.sign()
                 active = active_samples(grad, labels, ignore_index)
                 del grad
             radii = radii_tensor(eps, images.shape[0], images.device)
             radii = torch.where(active, radii, torch.zeros_like(radii))
-            yield eps, AttackOutput(
-                signed_step(images, direction, radii), radii)
+            yield eps, counter.fill(
+                AttackOutput(signed_step(images, direction, radii), radii))
 
 
 @ATTACKS.register_module()

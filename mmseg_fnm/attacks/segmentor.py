@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _NormBase
 
 from mmseg_fnm.registry import ATTACKS
-from .base import BaseAttack
+from .base import AttackOutput, BaseAttack
 
 try:  # mmcv's SyncBN is not a torch _NormBase.
     from mmcv.ops import SyncBatchNorm as _MMCVSyncBN
@@ -105,10 +105,13 @@ class AttackProblem:
         ]
 
 
-def _pad_stack(tensors: Sequence[Tensor], value: float) -> Tensor:
-    """Stack ``(..., h_i, w_i)`` tensors, padding right/bottom to the max."""
-    height = max(t.shape[-2] for t in tensors)
-    width = max(t.shape[-1] for t in tensors)
+def _pad_stack(tensors: Sequence[Tensor],
+               value: float,
+               size: Optional[Sequence[int]] = None) -> Tensor:
+    """Stack ``(..., h_i, w_i)`` tensors, padding right/bottom to the max
+    (or to ``size``)."""
+    height = max(t.shape[-2] for t in tensors) if size is None else size[0]
+    width = max(t.shape[-1] for t in tensors) if size is None else size[1]
     return torch.stack([
         F.pad(
             t, (0, width - t.shape[-1], 0, height - t.shape[-2]), value=value)
@@ -187,15 +190,17 @@ class SegmentorAttacker:
         epsilons: Sequence[float],
         objective: str = 'predict',
         generator: Optional[torch.Generator] = None,
-    ) -> Iterator[Tuple[float, List[Tensor], Tensor]]:
+    ) -> Iterator[Tuple[float, List[Tensor], AttackOutput]]:
         """Attack one batch at several radii (sharing work where possible).
 
         At radius 0 the batch's own inputs are returned untouched, so the
         clean row is scored on exactly the images mmseg's test sees.
 
         Yields:
-            tuple[float, list[Tensor], Tensor]: Radius, adversarial inputs
-            on the 0-255 scale, and the ``(N,)`` radius each image got.
+            tuple[float, list[Tensor], AttackOutput]: Radius, adversarial
+            inputs on the 0-255 scale, and the attack's output (``eps``:
+            the ``(N,)`` radius each image got; ``forwards``/``backwards``:
+            its budget per image).
         """
         segmentor = unwrap_model(model)
         problem = None
@@ -208,7 +213,8 @@ class SegmentorAttacker:
             problem.ignore_index, generator)
         for eps in epsilons:
             if eps == 0 and problem is None:
-                yield eps, list(data_batch['inputs']), torch.zeros(batch)
+                yield eps, list(data_batch['inputs']), BaseAttack.unchanged(
+                    torch.zeros(batch, 1, 1, 1))
                 continue
             # Only the attack's own work runs inside the attack context;
             # the caller's evaluation between two yields runs outside it.
@@ -217,7 +223,7 @@ class SegmentorAttacker:
             assert radius == eps
             inputs = list(data_batch['inputs']) if eps == 0 else \
                 problem.to_inputs(out.images)
-            yield eps, inputs, out.eps
+            yield eps, inputs, out
 
     # ------------------------------------------------------------------
     # building blocks
@@ -231,8 +237,8 @@ class SegmentorAttacker:
         for module in segmentor.modules():
             if isinstance(module, _NORM_TYPES):
                 norms.append(module)
-            params.extend(p for p in module.parameters(recurse=False)
-                          if p.requires_grad)
+            params.extend(
+                p for p in module.parameters(recurse=False) if p.requires_grad)
         modes = [m.training for m in norms]
         saved = []
         if self.norm_mode == 'train':
@@ -297,32 +303,49 @@ class SegmentorAttacker:
         labels = _pad_stack([s.gt_sem_seg.data[0].long() for s in samples],
                             ignore_index)
 
+        label_size = labels.shape[-2:]
+        metainfo = [s.metainfo for s in samples]
         if training:
-            label_size = labels.shape[-2:]
             # The loss resizes the decode-head logits to the padded labels.
-            metas = [
-                dict(s.metainfo, img_shape=label_size, pad_shape=label_size)
-                for s in samples
+            metainfo = [
+                dict(m, img_shape=label_size, pad_shape=label_size)
+                for m in metainfo
             ]
-            align_corners = _align_corners(segmentor)
+        align_corners = _align_corners(segmentor)
+
+        def make_forward(index: List[int]) -> Callable[[Tensor], Tensor]:
+            """The forward of the images ``index`` of the batch, with
+            ``.subset`` for a smaller sub-batch (early-stopping attacks)."""
+            part = [samples[i] for i in index]
+            metas = [metainfo[i] for i in index]
+
+            def crop_part(x: Tensor) -> List[Tensor]:
+                return [
+                    x[j, :, :sizes[i][0], :sizes[i][1]] * 255
+                    for j, i in enumerate(index)
+                ]
 
             def forward(x: Tensor) -> Tensor:
                 data = preprocess(
-                    dict(inputs=crop(x), data_samples=samples), True)
-                logits = segmentor.encode_decode(data['inputs'], metas)
-                return _resize_logits(logits, label_size, align_corners)
-        else:
-
-            def forward(x: Tensor) -> Tensor:
-                data = preprocess(
-                    dict(inputs=crop(x), data_samples=samples), False)
+                    dict(inputs=crop_part(x), data_samples=part), training)
+                if training:
+                    logits = segmentor.encode_decode(data['inputs'], metas)
+                    return _resize_logits(logits, label_size, align_corners)
                 # inference() may write into the metas (slide mode).
-                metas = [s.metainfo for s in samples]
-                logits = segmentor.inference(data['inputs'], metas)
+                logits = segmentor.inference(data['inputs'],
+                                             [s.metainfo for s in part])
                 outputs = segmentor.postprocess_result(
-                    logits, [s.clone() for s in samples])
-                return _pad_stack([o.seg_logits.data for o in outputs], 0.)
+                    logits, [s.clone() for s in part])
+                # Padded to the labels of the whole batch, whichever
+                # images this sub-batch holds.
+                return _pad_stack([o.seg_logits.data for o in outputs], 0.,
+                                  label_size)
 
+            forward.subset = lambda sub: make_forward(
+                [index[int(j)] for j in sub])
+            return forward
+
+        forward = make_forward(list(range(len(samples))))
         return AttackProblem(forward, images, labels, list(sizes),
                              ignore_index)
 

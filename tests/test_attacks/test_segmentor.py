@@ -9,7 +9,7 @@ from mmseg.datasets.transforms import PackSegInputs
 from mmseg.registry import MODELS
 from mmseg.utils import register_all_modules
 
-from mmseg_fnm.attacks import BIM, FGSM, FastNewton, SegmentorAttacker
+from mmseg_fnm.attacks import APGD, BIM, FGSM, FastNewton, SegmentorAttacker
 from mmseg_fnm.attacks.base import cross_entropy_sum
 from mmseg_fnm.attacks.segmentor import decode_loss, norm_layers_frozen
 
@@ -260,7 +260,7 @@ def test_norm_mode_decides_the_statistics_the_attack_sees():
                FastNewton()], ids=repr)
 def test_padding_is_never_perturbed_and_images_stay_float(attack):
     model = build(segmentor_cfg())
-    batch = label_with_model(model, make_batch(shapes=((40, 48), (48, 32))))
+    batch = label_with_model(model, make_batch(shapes=((40, 48), (40, 48))))
     inputs, eps = SegmentorAttacker().attack(model, attack, batch)
     assert len(inputs) == 2
     for adv, clean, radius in zip(inputs, batch['inputs'], eps):
@@ -381,3 +381,43 @@ def test_attacks_under_autocast_keep_float32_maths():
     # bfloat16 logits, float32 radius: close to the full-precision one
     torch.testing.assert_close(half[1], full[1], rtol=0.1, atol=1e-4)
     assert (half[1] > 0).all()
+
+
+def test_sub_batch_forward_equals_the_rows_of_the_full_forward():
+    # Early-stopping attacks (APGD, SEA) go on with the images not yet
+    # solved, each with its own crop, metas and label padding.
+    model = build(segmentor_cfg())
+    model.eval()
+    batch = make_batch(shapes=((40, 48), ) * 3, seed=3)
+    problem = SegmentorAttacker().problem(model, batch, 'predict')
+    index = torch.tensor([2, 0])
+    with torch.no_grad():
+        full = problem.forward(problem.images)
+        part = problem.forward.subset(index)(problem.images[index])
+        single = problem.forward.subset(index).subset(torch.tensor([1]))(
+            problem.images[[0]])
+    torch.testing.assert_close(part, full[index])
+    torch.testing.assert_close(single, full[[0]])
+
+
+def test_early_stop_through_mmseg_changes_nothing_but_the_budget():
+    model = build(segmentor_cfg())
+    model.eval()
+    batch = label_with_model(model, make_batch(shapes=((40, 48), (40, 48))))
+    # image 0: every labelled pixel wrong from the start, so early stop
+    # drops it and attacks image 1 alone
+    sample = batch['data_samples'][0]
+    seg = sample.gt_sem_seg.data
+    sample.gt_sem_seg.data = torch.where(seg == 255, seg,
+                                         (seg + 1) % NUM_CLASSES)
+    attacker = SegmentorAttacker()
+    [(_, fast, fast_out)] = attacker.sweep(model, APGD(0.02, iters=4), batch,
+                                           [0.02])
+    [(_, slow, slow_out)] = attacker.sweep(
+        model, APGD(0.02, iters=4, early_stop=False), batch, [0.02])
+    for a, b in zip(fast, slow):
+        torch.testing.assert_close(a, b)
+    # image 0: only the pass that found it solved
+    assert fast_out.backwards.tolist() == [1, 4]
+    assert fast_out.forwards.tolist() == [1, 5]
+    assert slow_out.backwards.tolist() == [4, 4]

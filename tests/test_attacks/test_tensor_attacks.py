@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from mmseg_fnm.attacks import BIM, FGSM, FastNewton, RandomFGSM, build_attack
+from mmseg_fnm.attacks import (APGD, BIM, FGSM, SEA, FastNewton, RandomFGSM,
+                               SegPGD, build_attack)
 from mmseg_fnm.attacks.base import cross_entropy_sum, margin_sum
 
 IGNORE = 255
@@ -47,6 +48,10 @@ ALL_ATTACKS = [
     BIM(eps=0.02, alpha=0.004, steps=10, random_start=True),
     FastNewton(),
     FastNewton(max_eps=0.01),
+    SegPGD(eps=0.03, steps=3),
+    APGD(eps=0.03, iters=5),
+    APGD(eps=0.02, loss='js', iters=5, random_start=True),
+    SEA(eps=0.03, iters=10),
 ]
 
 

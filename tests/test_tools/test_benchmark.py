@@ -106,6 +106,23 @@ def test_benchmark_writes_well_formed_json(benchmark_tool, demo_cfg, tmp_path):
     assert ratios['time FNM p=0.5 / clean']['target'] == 1.375
     assert ratios['peak memory FNM p=1 / clean']['target'] == 1.10
     assert ratios['sweep FGSM with / without gradient reuse']['target'] == 0.4
+    strong = result['strong_attacks']
+    # gradient steps per image: BIM-10, APGD 20, SEA 3 losses x 20
+    assert {
+        k: v['gradient_steps']
+        for k, v in strong.items()
+    } == {
+        'BIM-10': 10,
+        'APGD-ce (20 iters)': 20,
+        'SEA (20 iters per loss)': 60
+    }
+    for name in ('APGD-ce (20 iters)', 'SEA (20 iters per loss)'):
+        row = ratios[f'time per gradient step {name} / BIM-10']
+        assert row['target'] == 1.15
+        assert row['value'] == pytest.approx(
+            strong[name]['stats']['median'] /
+            strong['BIM-10']['stats']['median'])
+    assert '### Strong attacks per gradient step' in result['table']
     assert '### Ratios' in result['table']
     assert returned['ratios'] == result['ratios']
 
