@@ -17,7 +17,14 @@ is written, and :func:`from_weights_only_safe` restores them after loading.
 Importing this module replaces mmengine's loader for local files with
 :func:`load_from_local_safe`, which always loads with ``weights_only=True``
 and restores the tagged values, so ``load_from`` and ``resume`` keep their
-usual behaviour.  A checkpoint written by plain mmengine fails with
+usual behaviour.
+
+A checkpoint written by plain mmengine (mmseg's own ``tools/train.py``)
+loads too, still under ``weights_only=True``: a second attempt allows
+exactly the harmless content mmengine writes (:func:`mmengine_globals`):
+``HistoryBuffer``, numpy arrays and scalars of plain dtypes, and
+``builtins.getattr`` replaced by a function that only serves
+``HistoryBuffer``'s statistics methods.  Any other global is refused with
 :class:`UnsafeCheckpointError`, which names the file and the conversion
 command (``tools/convert_checkpoint.py --trust-checkpoint IN OUT``).
 """
@@ -192,6 +199,65 @@ def restore_checkpoint(checkpoint: dict) -> dict:
     return checkpoint
 
 
+_HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
+
+
+def _history_buffer_getattr(obj: Any, name: str) -> Any:
+    """``getattr`` as mmengine's pickles use it, and nothing else.
+
+    Pickle protocol 2 names a class's function ``HistoryBuffer.min`` as
+    ``getattr(HistoryBuffer, 'min')``; this serves exactly those lookups.
+    The unpickler never calls what it returns (only allowed globals are
+    called), and any other object or name is refused.
+    """
+    owner = obj if isinstance(obj, type) else type(obj)
+    # The built-in methods are registered by the first HistoryBuffer made.
+    methods = set(_HISTORY_BUFFER_METHODS) | set(
+        HistoryBuffer._statistics_methods)
+    if owner is HistoryBuffer and isinstance(name, str) and name in methods:
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(
+        f'getattr({owner.__qualname__}, {name!r}) is not allowed: only '
+        "HistoryBuffer's statistics methods are")
+
+
+def _plain_dtype(*args, **kwargs) -> np.dtype:
+    """``numpy.dtype`` restricted to numbers, booleans and strings (an
+    object dtype would unpickle arbitrary objects into an array)."""
+    dtype = np.dtype(*args, **kwargs)
+    if dtype.kind not in 'biufcUS':
+        raise pickle.UnpicklingError(
+            f'numpy dtype {dtype} is not allowed in a checkpoint')
+    return dtype
+
+
+def mmengine_globals() -> list:
+    """What a checkpoint of plain mmengine needs besides torch's defaults.
+
+    For ``torch.serialization.safe_globals``: ``HistoryBuffer``, numpy
+    arrays and scalars of plain dtypes (under numpy 1 and 2 names), and the
+    restricted stand-ins for ``builtins.getattr`` and ``numpy.dtype``.
+    """
+    multiarray = np.core.multiarray if hasattr(np, 'core') else None
+    numpy_core = getattr(np, '_core', None)
+    module = getattr(numpy_core, 'multiarray', None) or multiarray
+    allowed = [
+        HistoryBuffer,
+        np.ndarray,
+        (_history_buffer_getattr, 'builtins.getattr'),
+        (_plain_dtype, 'numpy.dtype'),
+    ]
+    for prefix in ('numpy._core.multiarray', 'numpy.core.multiarray'):
+        allowed += [(module._reconstruct, f'{prefix}._reconstruct'),
+                    (module.scalar, f'{prefix}.scalar')]
+    for code in '?bBhHiIlLqQefdgFDGUS':
+        dtype_class = type(np.dtype(code))
+        allowed.append(
+            (dtype_class,
+             f'{dtype_class.__module__}.{dtype_class.__qualname__}'))
+    return allowed
+
+
 def safe_checkpoint_name(filename: str) -> str:
     """Suggested name of the converted copy of ``filename``."""
     root, ext = osp.splitext(filename)
@@ -201,16 +267,15 @@ def safe_checkpoint_name(filename: str) -> str:
 def _unsafe_error(filename: str, error: Exception) -> UnsafeCheckpointError:
     # Keep torch's reason, drop its advice (unrestricted loading, or an
     # allowlist that would only move the failure to the next global).
-    reason = next((line.strip() for line in str(error).splitlines()
-                   if 'WeightsUnpickler error' in line),
-                  str(error).strip())
-    reason = reason.split(' Please ')[0]
+    text = str(error)
+    reason = text.split('WeightsUnpickler error:', 1)[-1]
+    reason = reason.split('Check the documentation', 1)[0]
+    reason = ' '.join(reason.split()).split(' Please ')[0] or text.strip()
     return UnsafeCheckpointError(
         f'Checkpoint {filename} cannot be loaded with '
         f'torch.load(weights_only=True): {reason}\n'
-        'It was probably saved by mmengine without mmseg_fnm\'s '
-        'SafeCheckpointHook (mmengine pickles its message hub with numpy '
-        'objects), and unpickling it without restrictions can execute '
+        'It holds objects beyond tensors, plain values and what mmengine '
+        'writes, and unpickling it without restrictions can execute '
         'arbitrary code. If you trust the file, convert it once and use '
         'the copy:\n'
         '    python tools/convert_checkpoint.py --trust-checkpoint '
@@ -231,13 +296,20 @@ def load_safe(filename: str,
         rewrote turned back into their original objects.
 
     Raises:
-        UnsafeCheckpointError: If the file needs an unrestricted unpickler.
+        UnsafeCheckpointError: If the file holds anything but tensors,
+            plain values and what plain mmengine writes.
     """
     try:
         checkpoint = torch.load(
             filename, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise _unsafe_error(filename, error) from None
+    except pickle.UnpicklingError:
+        # Written by plain mmengine? Allow exactly what it writes.
+        try:
+            with torch.serialization.safe_globals(mmengine_globals()):
+                checkpoint = torch.load(
+                    filename, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as error:
+            raise _unsafe_error(filename, error) from None
     if isinstance(checkpoint, dict):
         restore_checkpoint(checkpoint)
     return checkpoint

@@ -11,7 +11,7 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from mmseg_fnm.utils import UnsafeCheckpointError, load_safe
+from mmseg_fnm.utils import load_safe
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 # Processes started by these tests share the machine's few cores.
@@ -83,7 +83,7 @@ def test_resume_equals_uninterrupted_training(tmp_path, demo_cfg, dump_cfg,
         for k in a['state_dict'])
 
 
-def test_plain_mmengine_checkpoint_error_and_conversion(
+def test_plain_mmengine_checkpoint_resumes_and_converts(
         tmp_path, demo_cfg, dump_cfg, tools_train, tools_convert, one_thread):
     cfg_file = dump_cfg(
         demo_cfg(
@@ -99,11 +99,13 @@ def test_plain_mmengine_checkpoint_error_and_conversion(
     Runner.from_cfg(cfg).train()
     plain = str(tmp_path / 'plain' / 'iter_2.pth')
 
-    with pytest.raises(UnsafeCheckpointError) as info:
-        _train(tools_train, cfg_file, str(tmp_path / 'plain'), 4, resume=True)
-    assert plain in str(info.value)
-    assert 'tools/convert_checkpoint.py --trust-checkpoint' in str(info.value)
+    # mmengine's own checkpoint resumes as it is, under weights_only
+    runner = _train(
+        tools_train, cfg_file, str(tmp_path / 'plain'), 4, resume=True)
+    assert runner.iter == 4
+    assert len(runner.message_hub.log_scalars['train/loss'].data[0]) == 4
 
+    # and still converts, for tools that load with plain torch.load
     converted = str(tmp_path / 'converted.pth')
     with pytest.raises(SystemExit, match='--trust-checkpoint'):
         tools_convert.main([plain, converted])
@@ -148,18 +150,25 @@ def test_distributed_training_on_cpu(demo_cfg, dump_cfg, dist_train):
         assert torch.equal(checkpoint['state_dict'][name], param), name
 
 
-def test_mmseg_tools_run_our_configs(demo_cfg, dump_cfg):
-    """mmseg's own tools/train.py and tools/test.py, via custom_imports."""
+@pytest.mark.parametrize('safe_hook', [True, False])
+def test_mmseg_tools_run_our_configs(demo_cfg, dump_cfg, safe_hook):
+    """mmseg's own tools/train.py and tools/test.py, via custom_imports;
+    without SafeCheckpointHook as in a user's config that inherits an
+    official mmseg config and imports the plugin."""
     mim_tools = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools')
     cfg = demo_cfg('basic', max_iters=2, batch_size=2, validate=False)
+    if not safe_hook:
+        cfg.default_hooks.pop('safe_checkpoint')
     cfg.log_level = 'INFO'  # mmseg's test.py logs the metrics at INFO
     work_dir = cfg.work_dir
     cfg_file = dump_cfg(cfg)
     result = _run([sys.executable, osp.join(mim_tools, 'train.py'), cfg_file])
     assert result.returncode == 0, result.stderr[-3000:]
     checkpoint = osp.join(work_dir, 'iter_2.pth')
-    saved = torch.load(checkpoint, weights_only=True)
+    saved = load_safe(checkpoint)
     assert saved['meta']['iter'] == 2
+    if safe_hook:
+        torch.load(checkpoint, weights_only=True)
 
     result = _run([
         sys.executable,

@@ -1,3 +1,4 @@
+import os
 import pickle
 from collections import OrderedDict, namedtuple
 
@@ -131,15 +132,101 @@ def test_getattr_is_never_allowlisted():
     assert 'getattr' not in names
 
 
-def test_loader_gives_clear_error_for_unsafe_file(tmp_path):
+def _mmengine_checkpoint():
+    """What mmengine's Runner writes without SafeCheckpointHook."""
+    loss = HistoryBuffer()
+    for value in (1.5, 1.25, 1.0):
+        loss.update(value)
+    pickle.dumps(loss)  # adds the statistics methods to its __dict__
+    return {
+        'meta': {
+            'cfg': 'a = 1',  # the Runner stores pretty_text
+            'seed': np.int64(7),
+            'iter': 3,
+            'dataset_meta': {
+                'classes': ('a', 'b'),
+                'palette': np.array([[0, 0, 0], [255, 0, 0]], np.uint8),
+            },
+        },
+        'state_dict': OrderedDict(w=torch.arange(4.).reshape(2, 2)),
+        'message_hub': {
+            'log_scalars': OrderedDict([('train/loss', loss)]),
+            'runtime_info': {
+                'iter': 3,
+                'best_score': np.float64(0.5)
+            },
+            'resumed_keys': {
+                'iter': True
+            },
+        },
+        'optimizer': {
+            'state': {},
+            'param_groups': [{
+                'lr': 0.01,
+                'params': [0]
+            }]
+        },
+    }
+
+
+def test_plain_mmengine_checkpoint_loads_under_weights_only(tmp_path):
     path = str(tmp_path / 'plain_mmengine.pth')
-    torch.save(_runner_like_checkpoint(), path)
+    torch.save(_mmengine_checkpoint(), path)
+    # its pickle needs getattr, HistoryBuffer and numpy
+    assert 'builtins.getattr' in \
+        torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    for loaded in (load_safe(path),
+                   CheckpointLoader.load_checkpoint(path, map_location='cpu')):
+        buffer = loaded['message_hub']['log_scalars']['train/loss']
+        assert isinstance(buffer, HistoryBuffer)
+        np.testing.assert_array_equal(buffer.data[0], [1.5, 1.25, 1.0])
+        assert buffer.mean() == pytest.approx(1.25)
+        assert loaded['meta']['seed'] == 7
+        assert loaded['meta']['dataset_meta']['palette'].dtype == np.uint8
+    # the allowlist was scoped to that load
+    assert 'getattr' not in {
+        getattr(g, '__name__', str(g))
+        for g in torch.serialization.get_safe_globals()
+    }
+
+
+class _Exploit:
+
+    def __reduce__(self):
+        return (os.system, ('echo exploited', ))
+
+
+@pytest.mark.parametrize('payload, named', [
+    ({
+        'meta': {
+            'fn': print
+        }
+    }, 'print'),
+    ({
+        'meta': {
+            'hook': _Exploit()
+        }
+    }, 'system'),
+    ({
+        'meta': {
+            'bound': [1, 2].append
+        }
+    }, 'getattr(list'),
+    ({
+        'meta': {
+            'array': np.array([None, 1], dtype=object)
+        }
+    }, 'object'),
+])
+def test_anything_else_is_refused_with_a_clear_error(tmp_path, payload, named):
+    path = str(tmp_path / 'unsafe.pth')
+    torch.save(payload, path)
     with pytest.raises(UnsafeCheckpointError) as info:
         load_safe(path)
     message = str(info.value)
-    assert path in message
+    assert path in message and named in message
     assert 'convert_checkpoint.py --trust-checkpoint' in message
-    assert 'plain_mmengine_safe.pth' in message
+    assert 'unsafe_safe.pth' in message
     # mmengine's loader for local files (load_from, resume, Pretrained
     # init) is ours, so the Runner gives the same error.
     with pytest.raises(UnsafeCheckpointError):
