@@ -77,8 +77,10 @@ def parse_args(argv=None):
         nargs='+',
         metavar='NAME[:KEY=VALUE,...]',
         help='attacks of the sweep (implies --robustness), e.g. FGSM BIM '
-        'RandomFGSM or BIM:steps=20,alpha=0.002; FGSM and BIM default to '
-        'the paper\'s settings')
+        'SegPGD APGD:loss=js SEA, or BIM:steps=20,alpha=0.002, '
+        'SEA:iters=100 and "SEA:losses=[\'masked-ce\',\'js\']"; FGSM and '
+        'BIM default to the paper\'s settings, SegPGD, APGD and SEA to '
+        'theirs')
     parser.add_argument(
         '--epsilons',
         nargs='+',
@@ -86,6 +88,12 @@ def parse_args(argv=None):
         metavar='R',
         help='radii of the sweep in [0, 1] pixel units (implies '
         '--robustness), e.g. 0 0.01 0.02 0.03')
+    parser.add_argument(
+        '--test-images',
+        type=int,
+        metavar='N',
+        help='score only the first N images of the test set (e.g. to '
+        'measure what a strong attack costs before the full run)')
     # When using PyTorch version >= 2.0.0, the `torch.distributed.launch`
     # will pass the `--local-rank` parameter to `tools/train.py` instead
     # of `--local_rank`.
@@ -141,6 +149,12 @@ def build_cfg(args):
                                 osp.splitext(osp.basename(args.config))[0])
 
     cfg.load_from = args.checkpoint
+    if args.test_images is not None:
+        if args.test_images < 1:
+            raise ValueError(
+                f'--test-images must be >= 1, got {args.test_images}')
+        # mmengine's BaseDataset keeps the first N samples.
+        cfg.test_dataloader.dataset.indices = args.test_images
 
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)
@@ -171,7 +185,7 @@ def parse_attack(spec):
     registered = {key.lower(): key for key in ATTACKS.module_dict}
     name = registered.get(name.strip().lower(), name.strip())
     cfg = dict(CLI_ATTACKS.get(name, dict(type=name)))
-    for option in filter(None, options.split(',')):
+    for option in filter(None, split_options(options)):
         key, sep, value = option.partition('=')
         if not sep or not key.strip():
             raise ValueError(
@@ -183,6 +197,27 @@ def parse_attack(spec):
             value = value.strip()  # a plain string
         cfg[key.strip()] = value
     return cfg
+
+
+def split_options(options):
+    """Split ``KEY=VALUE,...`` at the commas outside brackets and quotes,
+    so that ``losses=['js','ce'],iters=50`` is two options."""
+    parts, depth, quote, current = [], 0, None, ''
+    for char in options:
+        if quote:
+            quote = None if char == quote else quote
+        elif char in '\'"':
+            quote = char
+        elif char in '([{':
+            depth += 1
+        elif char in ')]}':
+            depth -= 1
+        elif char == ',' and depth == 0:
+            parts.append(current)
+            current = ''
+            continue
+        current += char
+    return parts + [current]
 
 
 def robustness_test_cfg(test_cfg, attacks=None, epsilons=None):
@@ -248,8 +283,7 @@ def main(argv=None):
             runner = Runner.from_cfg(cfg)
         else:
             runner = RUNNERS.build(cfg)
-        runner.register_hook(
-            CheckpointMatchHook(args.config, args.checkpoint))
+        runner.register_hook(CheckpointMatchHook(args.config, args.checkpoint))
 
         # start testing
         metrics = runner.test()

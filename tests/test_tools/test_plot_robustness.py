@@ -2,6 +2,7 @@
 import json
 import os
 import os.path as osp
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -24,13 +25,12 @@ def write_report(out_dir, settings, seed, config=None):
             0, 40, (len(CLASSES), ), generator=generator)
         return torch.stack([inter, label + pred - inter, pred, label]).float()
 
-    results = [{
-        (CLEAN, 0.0): areas(),
-        **{
-            s: areas()
-            for s in settings
-        }
-    } for _ in range(3)]
+    results = []
+    for _ in range(3):
+        image = OrderedDict([((CLEAN, 0.0), areas())])
+        image.update((s, areas()) for s in settings)
+        RobustnessMetric._add_worst(image, {})  # as process() does
+        results.append(dict(areas=image, costs={}))
     metric = RobustnessMetric(
         output_dir=out_dir, source=dict(config=config) if config else None)
     metric.dataset_meta = dict(classes=CLASSES)

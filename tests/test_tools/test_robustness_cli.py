@@ -81,6 +81,13 @@ def test_switch_runs_the_sweep_and_writes_the_report(demo_files, tmp_path,
           dict(type='BIM', alpha=0.004, steps=3)], None),
     (['--attacks', 'RandomFGSM:name="R-FGSM"'
       ], [dict(type='RandomFGSM', name='R-FGSM')], None),
+    (['--attacks', 'SegPGD', 'apgd:loss=js', 'SEA:iters=100'], [
+        dict(type='SegPGD'),
+        dict(type='APGD', loss='js'),
+        dict(type='SEA', iters=100)
+    ], None),
+    (['--attacks', "SEA:losses=['masked-ce','tsallis'],iters=50"
+      ], [dict(type='SEA', losses=['masked-ce', 'tsallis'], iters=50)], None),
 ])
 def test_switch_sets_the_test_loop(demo_files, tools_test, tmp_path, argv,
                                    attacks, epsilons):
@@ -129,6 +136,10 @@ def test_a_sweeping_config_keeps_what_is_not_given(tools_test):
      ['--attacks PGD', 'Registered attacks', 'BIM', 'FGSM', 'FastNewton']),
     (['--attacks', 'BIM:steps'], ValueError, ['BIM:steps', 'KEY=VALUE']),
     (['--attacks', 'BIM:stepz=3'], TypeError, ['BIM:stepz=3', 'stepz']),
+    (['--attacks', 'APGD:loss=dice'], ValueError,
+     ['APGD:loss=dice', 'masked-ce', 'balanced-masked-ce', 'js', 'tsallis']),
+    (['--attacks', 'SEA:iters=2'], ValueError, ['SEA:iters=2', 'too few']),
+    (['--robustness', '--test-images', '0'], ValueError, ['--test-images']),
     (['--robustness', '--tta'], ValueError, ['--tta']),
     (['--epsilons', '0.01', '--out', 'x'], ValueError, ['--out']),
 ])
@@ -175,3 +186,34 @@ def test_mismatched_checkpoint_fails_before_any_image(demo_files, tmp_path,
         assert 'weights with another shape' in message
         assert (f'backbone.stem.0.weight: checkpoint ({width}, 3, 3, 3) vs '
                 f'model ({width // 2}, 3, 3, 3)') in message
+
+
+def test_strong_attacks_on_the_first_images(demo_files, tmp_path, tools_test,
+                                            one_thread):
+    cfg_file, checkpoint = demo_files
+    work_dir = str(tmp_path / 'strong')
+    metrics = tools_test.main([
+        cfg_file, checkpoint, '--work-dir', work_dir, '--attacks', 'BIM',
+        'APGD:iters=4', 'APGD:loss=js,iters=4', 'SEA:iters=5', '--epsilons',
+        '0', '0.03', '--test-images', '3'
+    ] + unique('strong') + ['log_level=INFO'])
+    [path] = glob.glob(osp.join(work_dir, '*', 'robustness.json'))
+    with open(path) as f:
+        records = {(r['attack'], r['eps']): r for r in json.load(f)['records']}
+    assert {a
+            for a, _ in records
+            } == {'clean', 'BIM', 'APGD-ce', 'APGD-js', 'SEA', 'worst'}
+    assert all(r['images'] == 3 for r in records.values())
+    # nominal budgets (early stop can only lower them)
+    assert records[('BIM', 0.03)]['backwards'] == 10
+    assert 0 < records[('APGD-ce', 0.03)]['backwards'] <= 4
+    assert 0 < records[('SEA', 0.03)]['backwards'] <= 15
+    assert records[('worst', 0.03)]['rule'] == 'pixel_accuracy'
+    # progress weighted by gradient passes, with the time left, in the log
+    # (not a terminal here)
+    [log] = glob.glob(osp.join(work_dir, '*', '*.log'))
+    with open(log) as f:
+        assert 'robustness [SEA eps 0.03]: 100% of the sweep' in f.read()
+    assert metrics['worst/eps_0.030/aAcc'] <= min(
+        metrics[f'{a}/eps_0.030/aAcc']
+        for a in ('BIM', 'APGD-ce', 'APGD-js', 'SEA'))

@@ -2,27 +2,32 @@
 
 Each batch is loaded once; the clean prediction serves every attack's
 radius 0; FGSM computes its input gradient once per image for all radii;
-BIM runs only where the radius is positive.  Predictions under attack are
-handed to :class:`~mmseg_fnm.evaluation.RobustnessMetric` with the clean
-output of each image (one metric entry per image).
+BIM, APGD, SegPGD and SEA run only where the radius is positive.
+Predictions under attack and the attack's budget (forward and backward
+passes per image, wall time) are handed to
+:class:`~mmseg_fnm.evaluation.RobustnessMetric` with the clean output of
+each image (one metric entry per image).
 """
 import numbers
 import os.path as osp
+import sys
+import time
 import warnings
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.dist import is_main_process
 from mmengine.evaluator import Evaluator
+from mmengine.logging import print_log
 from mmengine.runner import TestLoop, ValLoop
 from mmseg.registry import LOOPS
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+from rich.progress import (BarColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 from torch.utils.data import DataLoader
 
 from mmseg_fnm.attacks import BaseAttack, SegmentorAttacker, build_attack
 from mmseg_fnm.evaluation import RobustnessMetric
-from mmseg_fnm.evaluation.robustness_metric import ADV_PREDS
+from mmseg_fnm.evaluation.robustness_metric import ADV_COSTS, ADV_PREDS
 
 #: The paper's evaluation: FGSM and BIM (N=10, alpha=0.004), eps 0..0.04.
 DEFAULT_ATTACKS = (dict(type='FGSM'), dict(type='BIM', alpha=0.004, steps=10))
@@ -50,12 +55,91 @@ def build_attacks(cfgs: Sequence[Union[dict, BaseAttack]],
             raise ValueError(
                 f'{where}.attacks: {type(attack).__name__} cannot be swept '
                 'over radii; use attacks with a radius such as FGSM or BIM')
-        name = name or type(attack).__name__
+        name = name or attack.name
         if name in attacks or name in ('clean', 'worst'):
             raise ValueError(f'{where}.attacks: the name {name!r} is used '
                              "twice or reserved; set dict(name='...')")
         attacks[name] = attack
     return attacks
+
+
+def attack_weight(attack: BaseAttack) -> float:
+    """Gradient passes per image and radius of an attack (its nominal
+    budget), so that progress and the time left weigh SEA's hundreds of
+    passes against FGSM's one."""
+    budget = getattr(attack, 'nominal_budget', None)
+    if budget is not None:
+        return float(budget()[1])
+    return float(getattr(attack, 'steps', 1))
+
+
+class SweepProgress:
+    """Progress of a sweep over (batch, attack, radius), weighted by each
+    attack's nominal gradient passes, with the time left.
+
+    On a terminal it is a rich progress bar; otherwise (log files of
+    cluster jobs) a log line at most every ``interval`` seconds.
+
+    Args:
+        total (float): Total weight of the sweep.
+        interval (float): Seconds between log lines when not on a
+            terminal. Defaults to 60.
+    """
+
+    def __init__(self, total: float, interval: float = 60.) -> None:
+        self.total = max(total, 1e-9)
+        self.done = 0.
+        self.interval = interval
+        self.started = time.perf_counter()
+        self.logged = self.started
+        self.bar = None
+        if sys.stdout.isatty():
+            self.bar = Progress(
+                TextColumn('robustness [{task.fields[setting]}]'), BarColumn(),
+                TextColumn('{task.percentage:>3.0f}%'), TimeElapsedColumn(),
+                TimeRemainingColumn())
+            self.bar.add_task('', total=self.total, setting='')
+            self.bar.start()
+
+    def begin(self, attack: str, eps: float) -> None:
+        """A setting starts."""
+        self.setting = f'{attack} eps {eps:g}'
+        if self.bar is not None:
+            self.bar.update(self.bar.task_ids[0], setting=self.setting)
+
+    def advance(self, weight: float) -> None:
+        """A setting of one batch is done."""
+        self.done += weight
+        if self.bar is not None:
+            self.bar.advance(self.bar.task_ids[0], weight)
+            return
+        now = time.perf_counter()
+        if now - self.logged >= self.interval or self.done >= self.total:
+            self.logged = now
+            elapsed = now - self.started
+            left = elapsed * (self.total - self.done) / max(self.done, 1e-9)
+            print_log(
+                f'robustness [{self.setting}]: '
+                f'{100 * self.done / self.total:.0f}% of the sweep after '
+                f'{_duration(elapsed)}, about {_duration(left)} left',
+                logger='current')
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f'{hours}:{minutes:02d}:{seconds:02d}'
+
+
+def _synchronized_time(start: float) -> float:
+    """Seconds since ``start`` once the GPU's queued work is done."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
 def check_epsilons(epsilons: Sequence[float], where: str) -> List[float]:
@@ -148,19 +232,24 @@ class RobustnessLoopMixin:
                 })
 
     def _attacked_outputs(self, data_batch: dict, step_fn, progress=None):
-        """Clean outputs of a batch with every setting's predictions
-        attached as ``adv_preds``."""
+        """Clean outputs of a batch with every setting's predictions and
+        costs attached as ``adv_preds`` and ``adv_costs``."""
         model = self.runner.model
         with torch.no_grad():
             outputs = step_fn(data_batch)
         preds: List[Dict[Tuple[str, float],
                          torch.Tensor]] = [{} for _ in outputs]
+        costs: List[Dict[Tuple[str, float],
+                         Tuple[float, ...]]] = [{} for _ in outputs]
         for name, attack in self.attacks.items():
-            if progress is not None:
-                progress.update(progress.task_ids[0], attack=name)
-            for eps, inputs, _ in self.attacker.sweep(model, attack,
-                                                      data_batch,
-                                                      self.epsilons):
+            sweep = self.attacker.sweep(model, attack, data_batch,
+                                        self.epsilons)
+            for expected in self.epsilons:
+                if progress is not None:
+                    progress.begin(name, expected)
+                start = time.perf_counter()
+                eps, inputs, out = next(sweep)
+                seconds = _synchronized_time(start) / len(outputs)
                 if eps == 0:
                     continue  # the clean outputs are radius 0
                 adv_batch = dict(
@@ -170,14 +259,19 @@ class RobustnessLoopMixin:
                     ])
                 with torch.no_grad():
                     adv_outputs = step_fn(adv_batch)
-                for i, out in enumerate(adv_outputs):
-                    pred = out.pred_sem_seg.data
+                for i, adv in enumerate(adv_outputs):
+                    pred = adv.pred_sem_seg.data
                     # uint8 keeps K predictions per image affordable.
                     if pred.max() < 256:
                         pred = pred.to(torch.uint8)
                     preds[i][(name, eps)] = pred
-        for out, pred in zip(outputs, preds):
+                    costs[i][(name, eps)] = (float(out.forwards[i]),
+                                             float(out.backwards[i]), seconds)
+                if progress is not None:
+                    progress.advance(attack_weight(attack))
+        for out, pred, cost in zip(outputs, preds, costs):
             out.set_field(pred, ADV_PREDS)
+            out.set_field(cost, ADV_COSTS)
         return outputs
 
     def _iterate(self, mode: str, idx: int, data_batch: dict) -> None:
@@ -195,19 +289,16 @@ class RobustnessLoopMixin:
             batch_idx=idx,
             data_batch=data_batch,
             outputs=outputs)
-        if self._progress is not None:
-            self._progress.advance(self._progress.task_ids[0])
 
-    def _start_progress(self) -> Optional[Progress]:
-        """A progress bar over images naming the running attack (rank 0)."""
+    def _start_progress(self) -> Optional[SweepProgress]:
+        """Progress of the sweep with the time left (rank 0): a SEA sweep
+        takes hours."""
         if not is_main_process():
             return None
-        progress = Progress(
-            TextColumn('robustness [{task.fields[attack]}]'), BarColumn(),
-            MofNCompleteColumn(), TimeRemainingColumn())
-        progress.add_task('', total=len(self.dataloader), attack='')
-        progress.start()
-        return progress
+        per_batch = sum(
+            attack_weight(attack) for attack in self.attacks.values()) * sum(
+                eps > 0 for eps in self.epsilons)
+        return SweepProgress(len(self.dataloader) * per_batch)
 
     def _finish(self, run, send_curves: bool) -> dict:
         """Run mmengine's loop, then close the bar (and send the curves)."""
@@ -259,7 +350,7 @@ class RobustnessTestLoop(RobustnessLoopMixin, TestLoop):
                                           'test_cfg')
         super().__init__(runner, dataloader, evaluator, fp16)
         self._metrics()  # fail at build time, before any image
-        self._progress: Optional[Progress] = None
+        self._progress: Optional[SweepProgress] = None
 
     def run(self) -> dict:
         # Test metrics do not reach the visualizer backends by themselves.
@@ -289,7 +380,7 @@ class RobustnessValLoop(RobustnessLoopMixin, ValLoop):
                                           'val_cfg')
         super().__init__(runner, dataloader, evaluator, fp16)
         self._metrics()
-        self._progress: Optional[Progress] = None
+        self._progress: Optional[SweepProgress] = None
 
     def run(self) -> dict:
         # LoggerHook sends val metrics to the backends at the training

@@ -55,7 +55,10 @@ def test_attacks_lower_miou_and_bim_is_strongest(trained_demo, tmp_path):
     fgsm = metrics['FGSM/eps_0.040/mIoU']
     bim = metrics['BIM/eps_0.040/mIoU']
     assert bim < fgsm and bim < clean
-    assert metrics['worst/eps_0.040/mIoU'] == min(fgsm, bim)
+    # per image the prediction with fewer correct pixels: the worst case
+    # keeps no more pixels right than either attack
+    assert metrics['worst/eps_0.040/aAcc'] <= min(
+        metrics['FGSM/eps_0.040/aAcc'], metrics['BIM/eps_0.040/aAcc'])
 
 
 def test_fgsm_gradient_reuse_matches_radius_by_radius(trained_demo, tmp_path):
@@ -85,8 +88,22 @@ def test_report_files_have_the_documented_schema(trained_demo, tmp_path):
         runner.test_loop.dataloader.dataset.metainfo['classes'])
     records = report['records']
     for record in records:
-        assert set(record) == {'attack', 'eps', 'aAcc', 'mIoU', 'mAcc', 'IoU'}
+        # today's keys, and the budget of every record
+        keys = {'attack', 'eps', 'aAcc', 'mIoU', 'mAcc', 'IoU'} | {
+            'forwards', 'backwards', 'seconds', 'images'
+        }
+        if record['attack'] == 'worst' and record['eps'] > 0:
+            keys.add('rule')
+        assert set(record) == keys
         assert set(record['IoU']) == set(classes)
+        assert record['images'] == len(runner.test_loop.dataloader.dataset)
+    budget = {(r['attack'], r['eps']): r for r in records}
+    # FGSM: one gradient for all radii; BIM-3 here: 3 passes each way
+    assert budget[('FGSM', 0.03)]['backwards'] == 1
+    assert budget[('BIM', 0.03)]['forwards'] == 3
+    assert budget[('worst', 0.03)]['backwards'] == 4
+    assert budget[('clean', 0.0)]['backwards'] == 0
+    assert budget[('BIM', 0.03)]['seconds'] > 0
     pairs = {(r['attack'], r['eps']) for r in records}
     for attack in ('FGSM', 'BIM', 'worst'):
         for eps in (0.0, 0.01, 0.03):
@@ -176,3 +193,12 @@ def test_validation_variant_keeps_a_plain_miou(demo_cfg):
     runner.train()
     metrics = runner.val_loop.run()
     assert 'mIoU' in metrics and 'FGSM/eps_0.020/mIoU' in metrics
+
+
+def test_progress_weighs_settings_by_gradient_passes():
+    from mmseg_fnm.attacks import APGD, BIM, FGSM, SEA
+    from mmseg_fnm.engine.loops.robustness_loop import attack_weight
+    assert attack_weight(FGSM()) == 1
+    assert attack_weight(BIM(0.03, 0.004, 10)) == 10
+    assert attack_weight(APGD(iters=50)) == 50
+    assert attack_weight(SEA()) == 900  # 3 losses x 300 iterations
