@@ -54,6 +54,10 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
     """A checkpoint that ``torch.load(weights_only=True)`` refuses."""
 
 
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint file that is truncated or damaged."""
+
+
 def _path(parent: str, key: Any) -> str:
     return f'{parent}[{key!r}]'
 
@@ -298,10 +302,22 @@ def load_safe(filename: str,
     Raises:
         UnsafeCheckpointError: If the file holds anything but tensors,
             plain values and what plain mmengine writes.
+        CorruptCheckpointError: If the file is truncated or damaged.
     """
     try:
         checkpoint = torch.load(
             filename, map_location=map_location, weights_only=True)
+    except (EOFError, RuntimeError) as error:
+        if isinstance(error, RuntimeError) and \
+                'PytorchStreamReader' not in str(error):
+            raise
+        # A job killed while writing leaves a truncated file behind.
+        raise CorruptCheckpointError(
+            f'Checkpoint {filename} is truncated or damaged '
+            f'({type(error).__name__}: {str(error).split(". ")[0] or "empty"})'
+            '; it was probably being written when the job stopped. Delete '
+            'it (and point last_checkpoint at the previous checkpoint) to '
+            'resume from the one before, or pass another file.') from None
     except pickle.UnpicklingError:
         # Written by plain mmengine? Allow exactly what it writes.
         try:

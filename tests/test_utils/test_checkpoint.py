@@ -9,8 +9,8 @@ from mmengine.config import Config, ConfigDict
 from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from mmseg_fnm.utils import (UnsafeCheckpointError, convert_checkpoint,
-                             ensure_safe_checkpoint_hook,
+from mmseg_fnm.utils import (CorruptCheckpointError, UnsafeCheckpointError,
+                             convert_checkpoint, ensure_safe_checkpoint_hook,
                              from_weights_only_safe, has_safe_checkpoint_hook,
                              load_safe, make_checkpoint_safe,
                              to_weights_only_safe)
@@ -268,3 +268,22 @@ def test_ensure_safe_checkpoint_hook(hooks, present):
         assert cfg.default_hooks.safe_checkpoint.type == 'SafeCheckpointHook'
     if 'timer' in hooks.get('default_hooks', {}):
         assert cfg.default_hooks.timer.type == 'IterTimerHook'
+
+
+@pytest.mark.parametrize('keep', [0.5, 0.0])
+def test_truncated_checkpoint_is_named_with_what_to_do(tmp_path, keep):
+    # what a job killed while writing leaves behind
+    whole = str(tmp_path / 'whole.pth')
+    torch.save(_mmengine_checkpoint(), whole)
+    with open(whole, 'rb') as f:
+        data = f.read()
+    path = str(tmp_path / 'iter_80.pth')
+    with open(path, 'wb') as f:
+        f.write(data[:int(len(data) * keep)])
+    for load in (load_safe,
+                 lambda p: CheckpointLoader.load_checkpoint(p, 'cpu')):
+        with pytest.raises(CorruptCheckpointError) as info:
+            load(path)
+        message = str(info.value)
+        assert path in message and 'truncated or damaged' in message
+        assert 'Delete' in message and 'last_checkpoint' in message
