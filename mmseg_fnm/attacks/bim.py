@@ -1,6 +1,6 @@
 """Basic Iterative Method (and PGD with a random start)."""
 import warnings
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -41,13 +41,22 @@ class BIM(BaseAttack):
         self.random_start = random_start
         self._warn_if_unreachable(self.eps)
 
+    def step_size(self) -> float:
+        """The step size at the current radius."""
+        return self.alpha
+
+    def objective(self, step: int) -> Callable[[Tensor, Tensor, int], Tensor]:
+        """The loss ascended at step ``step`` (1-based) of ``steps``."""
+        return cross_entropy_sum
+
     def _warn_if_unreachable(self, eps: float) -> None:
-        reach = self.alpha * self.steps
+        alpha = self.step_size()
+        reach = alpha * self.steps
         if not self.random_start and reach < eps * (1 - 1e-6):
             warnings.warn(
-                f'BIM cannot reach its radius eps={eps}: alpha * steps = '
-                f'{self.alpha} * {self.steps} = {reach:g} < eps; raise '
-                'alpha or steps',
+                f'{type(self).__name__} cannot reach its radius eps={eps}: '
+                f'alpha * steps = {alpha} * {self.steps} = {reach:g} < eps; '
+                'raise alpha or steps',
                 UserWarning,
                 stacklevel=3)
 
@@ -73,12 +82,14 @@ class BIM(BaseAttack):
                                images.device)
         moved = has_label if self.random_start else torch.zeros_like(has_label)
         broken = torch.zeros_like(has_label)
-        for _ in range(self.steps):
+        alpha = self.step_size()
+        for step in range(1, self.steps + 1):
             grad, _, finite = input_gradient(forward, adv, labels,
-                                             cross_entropy_sum, ignore_index)
+                                             self.objective(step),
+                                             ignore_index)
             moved |= (grad.flatten(1) != 0).any(1)
             broken |= ~finite
-            adv = adv + self.alpha * grad.sign()
+            adv = adv + alpha * grad.sign()
             adv = torch.minimum(torch.maximum(adv, lower), upper).detach()
         # A sample the attack could not move, or whose objective was not
         # finite, keeps its clean image exactly.

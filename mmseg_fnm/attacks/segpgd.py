@@ -1,21 +1,19 @@
 """SegPGD (Gu et al., "SegPGD: An Effective and Efficient Adversarial
 Attack for Evaluating and Boosting Segmentation Robustness", ECCV 2022)."""
 from functools import partial
-from typing import Optional
+from typing import Callable, Optional
 
-import torch
 from torch import Tensor
 
 from mmseg_fnm.registry import ATTACKS
-from .base import (AttackOutput, BaseAttack, ForwardFn, check_positive_int,
-                   check_radius, input_gradient, labelled_mask, per_sample,
-                   radii_tensor, uniform_like)
+from .base import check_positive_int, check_radius
+from .bim import BIM
 from .losses import segpgd_loss
 
 
 @ATTACKS.register_module()
-class SegPGD(BaseAttack):
-    """PGD on SegPGD's balanced loss.
+class SegPGD(BIM):
+    """PGD on SegPGD's balanced loss (BIM's iteration with its loss).
 
     Step ``t`` (of ``T``) ascends ``(1 - l_t) CE(correct pixels) + l_t
     CE(wrong pixels)`` with ``l_t = (t - 1) / (2T)``: first it flips the
@@ -48,37 +46,13 @@ class SegPGD(BaseAttack):
             raise TypeError('random_start must be True or False, got '
                             f'{random_start!r}')
         self.random_start = random_start
+        self._warn_if_unreachable(self.eps)
 
     def step_size(self) -> float:
         """The step size at the current radius."""
         return 2.5 * self.eps / self.steps if self.alpha is None \
             else self.alpha
 
-    def perturb(self, forward: ForwardFn, images: Tensor, labels: Tensor,
-                ignore_index: int,
-                generator: Optional[torch.Generator]) -> AttackOutput:
-        if self.eps == 0:
-            return self.unchanged(images)
-        has_label = labelled_mask(labels, ignore_index).flatten(1).any(1)
-        eps = radii_tensor(self.eps, images.shape[0], images.device)
-        eps = torch.where(has_label, eps, torch.zeros_like(eps))
-        radius = per_sample(eps, images)
-        lower = (images - radius).clamp(0, 1)
-        upper = (images + radius).clamp(0, 1)
-        adv = images
-        if self.random_start:
-            adv = uniform_like(images.shape, lower, upper, generator,
-                               images.device)
-        alpha = self.step_size()
-        broken = torch.zeros_like(has_label)
-        for step in range(1, self.steps + 1):
-            loss = partial(segpgd_loss, step=step, steps=self.steps)
-            grad, _, finite = input_gradient(forward, adv, labels, loss,
-                                             ignore_index)
-            broken |= ~finite
-            adv = adv + alpha * grad.sign()
-            adv = torch.minimum(torch.maximum(adv, lower), upper).detach()
-        # A sample whose objective was not finite keeps its clean image.
-        eps = torch.where(broken, torch.zeros_like(eps), eps)
-        adv = torch.where(per_sample(eps, images) > 0, adv, images)
-        return AttackOutput(adv, eps)
+    def objective(self, step: int) -> Callable[[Tensor, Tensor, int], Tensor]:
+        """SegPGD's balanced loss at step ``step`` of ``steps``."""
+        return partial(segpgd_loss, step=step, steps=self.steps)

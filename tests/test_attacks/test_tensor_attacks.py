@@ -49,6 +49,7 @@ ALL_ATTACKS = [
     FastNewton(),
     FastNewton(max_eps=0.01),
     SegPGD(eps=0.03, steps=3),
+    SegPGD(eps=0.03, steps=4, random_start=False),
     APGD(eps=0.03, iters=5),
     APGD(eps=0.02, loss='js', iters=5, random_start=True),
     SEA(eps=0.03, iters=10),
