@@ -70,7 +70,9 @@ def shrink_demo_cfg(cfg: Config,
     # ResNet-18 blocks do not expand: the last stage has base * 2^(n-1)
     cfg.model.decode_head.in_channels = 8 * 2**(backbone.num_stages - 1)
     cfg.model.decode_head.channels = 16
-    cfg.model.decode_head.dropout_ratio = 0  # torch RNG is not resumed
+    # No dropout: tests compare single-iteration losses (resume tests that
+    # exercise RandomStateHook switch it back on).
+    cfg.model.decode_head.dropout_ratio = 0
     cfg.train_cfg.max_iters = max_iters
     cfg.train_cfg.val_interval = max_iters
     if not validate:
@@ -235,7 +237,7 @@ def dist_train(tmp_path):
     import ``rank_dump_hook`` and use ``DumpRankWeightsHook``."""
     (tmp_path / 'rank_dump_hook.py').write_text(RANK_DUMP_HOOK)
 
-    def run(cfg_file: str, work_dir: str, nproc: int = 2) -> list:
+    def run(cfg_file: str, work_dir: str, nproc: int = 2, *args) -> list:
         env = dict(
             os.environ,
             OMP_NUM_THREADS='1',
@@ -245,7 +247,7 @@ def dist_train(tmp_path):
             PYTHONPATH=str(tmp_path))
         result = subprocess.run(
             ['bash', 'tools/dist_train.sh', cfg_file,
-             str(nproc)],
+             str(nproc), *args],
             cwd=REPO_ROOT,
             env=env,
             capture_output=True,

@@ -12,7 +12,8 @@ from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
 import mmseg_fnm  # noqa: F401  (registers the plugin's components)
-from mmseg_fnm.utils import distributed_session, ensure_safe_checkpoint_hook
+from mmseg_fnm.utils import (distributed_session, ensure_hook,
+                             ensure_safe_checkpoint_hook)
 
 
 def parse_args(argv=None):
@@ -95,6 +96,13 @@ def build_cfg(args):
         print_log(
             'Added SafeCheckpointHook to default_hooks, so that checkpoints '
             'load with torch.load(weights_only=True).',
+            logger='current',
+            level=logging.INFO)
+    # ... and a resumed training goes on with the random streams it left.
+    if ensure_hook(cfg, 'RandomStateHook', 'random_state'):
+        print_log(
+            'Added RandomStateHook to default_hooks, so that --resume goes '
+            'on with the random generators the checkpoint was written with.',
             logger='current',
             level=logging.INFO)
     return cfg

@@ -1,6 +1,7 @@
 # Runtime shared by mmseg_fnm configs: mmseg's runtime, the plugin, and the
 # default hooks of mmseg's iteration-based schedules plus SafeCheckpointHook
-# (checkpoints that load with torch.load(weights_only=True)).
+# (checkpoints that load with torch.load(weights_only=True)) and
+# RandomStateHook (--resume goes on bit-identically).
 #
 # The hooks live here, not in the schedules: mmengine refuses a key defined
 # by two sibling bases, so a leaf inheriting this file must not also inherit
@@ -19,4 +20,5 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=2000),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'),
-    safe_checkpoint=dict(type='SafeCheckpointHook'))
+    safe_checkpoint=dict(type='SafeCheckpointHook'),
+    random_state=dict(type='RandomStateHook'))

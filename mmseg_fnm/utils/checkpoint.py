@@ -31,7 +31,7 @@ command (``tools/convert_checkpoint.py --trust-checkpoint IN OUT``).
 import os.path as osp
 import pickle
 from collections import Counter, OrderedDict
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Union
 
 import numpy as np
 import torch
@@ -384,24 +384,52 @@ def convert_checkpoint(src: str,
     return load_safe(dst, map_location='cpu')
 
 
-def _is_safe_hook(hook: Any) -> bool:
+def _is_hook(hook: Any, hook_type_name: str) -> bool:
     hook_type = hook.get('type') if isinstance(hook, dict) else type(hook)
     if isinstance(hook_type, str):
         # Accept scoped names such as 'mmseg.SafeCheckpointHook'.
-        return hook_type.split('.')[-1] == SAFE_HOOK_TYPE
-    return getattr(hook_type, '__name__', None) == SAFE_HOOK_TYPE
+        return hook_type.split('.')[-1] == hook_type_name
+    return getattr(hook_type, '__name__', None) == hook_type_name
+
+
+def has_hook(cfg: Union[Config, dict], hook_type: str) -> bool:
+    """Whether ``cfg`` registers a hook of type ``hook_type`` (a name)."""
+    hooks = list((cfg.get('default_hooks') or {}).values())
+    hooks += list(cfg.get('custom_hooks') or [])
+    return any(
+        _is_hook(hook, hook_type) for hook in hooks if hook is not None)
+
+
+def ensure_hook(cfg: Union[Config, dict], hook_type: str, key: str) -> bool:
+    """Add a hook of type ``hook_type`` to ``cfg.default_hooks[key]`` if
+    ``cfg`` has none.
+
+    ``default_hooks[key] = None`` (e.g. ``--cfg-options
+    default_hooks.random_state=None``) switches the hook off: the entry is
+    removed (mmengine accepts ``None`` only for its own default hooks) and
+    nothing is added.
+
+    Returns:
+        bool: Whether the hook was added.
+    """
+    default_hooks = cfg.get('default_hooks') or ConfigDict()
+    if key in default_hooks and default_hooks[key] is None:
+        default_hooks.pop(key)
+        return False
+    if has_hook(cfg, hook_type):
+        return False
+    default_hooks[key] = ConfigDict(type=hook_type)
+    cfg['default_hooks'] = default_hooks
+    return True
 
 
 def has_safe_checkpoint_hook(cfg: Union[Config, dict]) -> bool:
     """Whether ``cfg`` registers a ``SafeCheckpointHook``."""
-    hooks = list((cfg.get('default_hooks') or {}).values())
-    hooks += list(cfg.get('custom_hooks') or [])
-    return any(_is_safe_hook(hook) for hook in hooks if hook is not None)
+    return has_hook(cfg, SAFE_HOOK_TYPE)
 
 
 def ensure_safe_checkpoint_hook(cfg: Union[Config, dict],
-                                key: Optional[str] = 'safe_checkpoint'
-                                ) -> bool:
+                                key: str = 'safe_checkpoint') -> bool:
     """Add ``SafeCheckpointHook`` to ``cfg.default_hooks`` if it is missing.
 
     Configs that inherit ``configs/_base_/default_runtime.py`` have it
@@ -410,9 +438,4 @@ def ensure_safe_checkpoint_hook(cfg: Union[Config, dict],
     Returns:
         bool: Whether the hook was added.
     """
-    if has_safe_checkpoint_hook(cfg):
-        return False
-    default_hooks = cfg.get('default_hooks') or ConfigDict()
-    default_hooks[key] = ConfigDict(type=SAFE_HOOK_TYPE)
-    cfg['default_hooks'] = default_hooks
-    return True
+    return ensure_hook(cfg, SAFE_HOOK_TYPE, key)

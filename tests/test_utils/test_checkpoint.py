@@ -10,7 +10,8 @@ from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from mmseg_fnm.utils import (CorruptCheckpointError, UnsafeCheckpointError,
-                             convert_checkpoint, ensure_safe_checkpoint_hook,
+                             convert_checkpoint, ensure_hook,
+                             ensure_safe_checkpoint_hook,
                              from_weights_only_safe, has_safe_checkpoint_hook,
                              load_safe, make_checkpoint_safe,
                              to_weights_only_safe)
@@ -254,7 +255,6 @@ def test_convert_checkpoint(tmp_path):
 @pytest.mark.parametrize('hooks, present', [
     (dict(), False),
     (dict(default_hooks=dict(timer=dict(type='IterTimerHook'))), False),
-    (dict(default_hooks=dict(safe_checkpoint=None)), False),
     (dict(default_hooks=dict(x=dict(type='SafeCheckpointHook'))), True),
     (dict(custom_hooks=[dict(type='mmseg.SafeCheckpointHook')]), True),
 ])
@@ -268,6 +268,15 @@ def test_ensure_safe_checkpoint_hook(hooks, present):
         assert cfg.default_hooks.safe_checkpoint.type == 'SafeCheckpointHook'
     if 'timer' in hooks.get('default_hooks', {}):
         assert cfg.default_hooks.timer.type == 'IterTimerHook'
+
+
+def test_a_hook_set_to_none_stays_off():
+    # --cfg-options default_hooks.random_state=None: off, and no None left
+    # for mmengine (which accepts None only for its own default hooks).
+    cfg = Config(dict(default_hooks=dict(random_state=None)))
+    assert not ensure_hook(cfg, 'RandomStateHook', 'random_state')
+    assert 'random_state' not in cfg.default_hooks
+    assert ensure_hook(Config(), 'RandomStateHook', 'random_state')
 
 
 @pytest.mark.parametrize('keep', [0.5, 0.0])

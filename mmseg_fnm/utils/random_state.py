@@ -1,0 +1,71 @@
+"""The global random generators' states, as plain values for checkpoints.
+
+Dropout, random starts of attacks and augmentations in the main process
+draw from the global generators of Python, numpy, torch and CUDA. A
+checkpoint that does not store them resumes with freshly seeded
+generators, so a killed and resumed training diverges from the
+uninterrupted one. The states are kept as tensors and Python values, which
+``torch.load(weights_only=True)`` reads back.
+"""
+import random
+from typing import Any, Dict
+
+import numpy as np
+import torch
+
+
+def get_random_state() -> Dict[str, Any]:
+    """The states of this process's global random generators.
+
+    Returns:
+        dict: ``python`` (``random.getstate()``), ``numpy`` (the legacy
+        global ``RandomState``), ``torch`` (CPU) and ``cuda`` (one state per
+        visible device; empty when CUDA is not in use).
+    """
+    bit_generator, key, pos, has_gauss, cached_gaussian = \
+        np.random.get_state()
+    cuda = []
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        cuda = torch.cuda.get_rng_state_all()
+    return dict(
+        python=random.getstate(),
+        numpy=dict(
+            bit_generator=bit_generator,
+            key=torch.from_numpy(key.astype(np.int64)),
+            pos=int(pos),
+            has_gauss=int(has_gauss),
+            cached_gaussian=float(cached_gaussian)),
+        torch=torch.get_rng_state(),
+        cuda=list(cuda))
+
+
+def set_random_state(state: Dict[str, Any]) -> None:
+    """Restore what :func:`get_random_state` returned.
+
+    Args:
+        state (dict): The states, e.g. read back from a checkpoint.
+
+    Raises:
+        ValueError: If ``state`` holds CUDA states for a different number
+            of devices than this process sees.
+    """
+    version, internal, gauss = state['python']
+    random.setstate((version, tuple(internal), gauss))
+    numpy_state = state['numpy']
+    np.random.set_state(
+        (numpy_state['bit_generator'],
+         numpy_state['key'].cpu().numpy().astype(np.uint32),
+         numpy_state['pos'], numpy_state['has_gauss'],
+         numpy_state['cached_gaussian']))
+    torch.set_rng_state(state['torch'].cpu())
+    cuda = state.get('cuda') or []
+    if cuda:
+        if not torch.cuda.is_available() or \
+                len(cuda) != torch.cuda.device_count():
+            count = torch.cuda.device_count() \
+                if torch.cuda.is_available() else 0
+            raise ValueError(
+                f'The saved random state covers {len(cuda)} CUDA devices, '
+                f'but this process sees {count}; run with the devices the '
+                'checkpoint was written with (CUDA_VISIBLE_DEVICES).')
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
