@@ -26,8 +26,10 @@ TINY_CROP = (32, 32)
 def _parse_demo_cfg(name: str) -> Config:
     # Parsing a config and its bases is a good part of a short Runner
     # test's time: once per session and name.
-    return Config.fromfile(
-        osp.join(DEMO_CONFIGS, f'pspnet_r18_demo_{name}.py'))
+    # 'fnm' -> pspnet_r18_demo_fnm.py, 'textures_fnm' ->
+    # pspnet_r18_textures_fnm.py
+    stem = name if name.startswith('textures_') else f'demo_{name}'
+    return Config.fromfile(osp.join(DEMO_CONFIGS, f'pspnet_r18_{stem}.py'))
 
 
 def load_demo_cfg(name: str = 'basic') -> Config:
@@ -98,12 +100,16 @@ def demo_data_root(tmp_path_factory):
 
 @pytest.fixture
 def demo_cfg(tmp_path, demo_data_root):
-    """``demo_cfg('fnm', max_iters=4)``: a test-sized demo config."""
+    """``demo_cfg('fnm', max_iters=4)``: a test-sized demo config
+    (``'textures_fnm'``: a demo_textures one; pass its ``data_root``)."""
 
-    def make(name: str = 'basic', work_dir: str = None, **kwargs) -> Config:
+    def make(name: str = 'basic',
+             work_dir: str = None,
+             data_root: str = None,
+             **kwargs) -> Config:
         return shrink_demo_cfg(
             load_demo_cfg(name), work_dir or str(tmp_path / name),
-            demo_data_root, **kwargs)
+            data_root or demo_data_root, **kwargs)
 
     return make
 

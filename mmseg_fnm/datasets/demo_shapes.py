@@ -1,4 +1,5 @@
-"""The ``demo_shapes`` data set: synthetic shapes that need shape to solve.
+"""The generated demo data sets: ``demo_shapes`` (synthetic shapes that
+need shape to solve) and ``demo_textures`` (real photographic textures).
 
 See :mod:`mmseg_fnm.datasets.synthetic` for how the data are made.
 """
@@ -12,14 +13,12 @@ from mmengine.dist import all_gather_object, get_dist_info
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
-from .synthetic import (CLASSES, MANIFEST_NAME, PALETTE, check_demo_dataset,
-                        prepare_demo_dataset)
+from .synthetic import (CLASSES, MANIFEST_NAME, PALETTE, SHAPES, TEXTURES,
+                        GeneratedDataSpec, check_generated_dataset,
+                        prepare_generated_dataset)
+from .textures import TEXTURE_CLASSES, TEXTURE_PALETTE
 
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
-
-
-def _generator_command(root: str) -> str:
-    return f'python -m mmseg_fnm.datasets.synthetic --root {root}'
 
 
 def _png_size(path: str) -> Tuple[int, int]:
@@ -80,6 +79,8 @@ class DemoShapesDataset(BaseSegDataset):
         **kwargs: Arguments of :class:`mmseg.datasets.BaseSegDataset`.
     """
     METAINFO = dict(classes=CLASSES, palette=PALETTE)
+    #: Which generated data set this class reads and builds.
+    SPEC: GeneratedDataSpec = SHAPES
 
     def __init__(self,
                  auto_generate: bool = True,
@@ -106,7 +107,7 @@ class DemoShapesDataset(BaseSegDataset):
             raise ValueError(
                 f'{type(self).__name__} found no samples in {self.ann_file} '
                 f"/ {self.data_prefix.get('img_path')}. Rebuild the data set "
-                f'with `{_generator_command(self.data_root)} --force`.')
+                f'with `{self.SPEC.command(self.data_root)} --force`.')
         if self.check_files:
             for info in data_list:
                 self._check_sample(info, decode=not verified)
@@ -120,17 +121,17 @@ class DemoShapesDataset(BaseSegDataset):
         if not self.auto_generate:
             if not osp.isdir(root):
                 raise FileNotFoundError(
-                    f'demo_shapes data root {root!r} (absolute: '
+                    f'{self.SPEC.name} data root {root!r} (absolute: '
                     f'{osp.abspath(root)}) does not exist. Build it with '
-                    f'`{_generator_command(root)}` or set '
+                    f'`{self.SPEC.command(root)}` or set '
                     'auto_generate=True in the dataset config.')
             if osp.isfile(osp.join(root, MANIFEST_NAME)):
-                problem = check_demo_dataset(root)
+                problem = check_generated_dataset(self.SPEC, root)
                 if problem is not None:
                     raise OSError(
-                        f'demo_shapes data set in {root} is not intact: '
+                        f'{self.SPEC.name} data set in {root} is not intact: '
                         f'{problem}. Rebuild it with '
-                        f'`{_generator_command(root)} --force` or set '
+                        f'`{self.SPEC.command(root)} --force` or set '
                         'auto_generate=True in the dataset config.')
                 return True
             return False
@@ -141,7 +142,7 @@ class DemoShapesDataset(BaseSegDataset):
         error = None
         if builder:
             try:
-                prepare_demo_dataset(root, **self.gen_cfg)
+                prepare_generated_dataset(self.SPEC, root, **self.gen_cfg)
             except Exception as e:
                 if world_size == 1:
                     raise
@@ -156,20 +157,21 @@ class DemoShapesDataset(BaseSegDataset):
             failed = [(r, msg) for r, msg in enumerate(errors) if msg]
             if failed:
                 raise RuntimeError(
-                    f'rank {failed[0][0]} failed to build the demo_shapes '
-                    f'data set in {root}: {failed[0][1]}')
+                    f'rank {failed[0][0]} failed to build the '
+                    f'{self.SPEC.name} data set in {root}: {failed[0][1]}')
             if not builder:
-                problem = check_demo_dataset(root, self.gen_cfg)
+                problem = check_generated_dataset(self.SPEC, root,
+                                                  self.gen_cfg)
                 if problem is not None:
                     raise RuntimeError(
-                        f'demo_shapes data set in {root} is not usable '
+                        f'{self.SPEC.name} data set in {root} is not usable '
                         f'after building: {problem}')
         return True
 
     def _check_sample(self, info: dict, decode: bool) -> None:
         img_path, seg_path = info['img_path'], info.get('seg_map_path')
         hint = (f'Rebuild the data set with '
-                f'`{_generator_command(self.data_root)} --force`.')
+                f'`{self.SPEC.command(self.data_root)} --force`.')
         sizes = []
         for path in (img_path, seg_path):
             if path is None:
@@ -188,3 +190,18 @@ class DemoShapesDataset(BaseSegDataset):
                 f'its image {img_path} is {sizes[0][0]}x{sizes[0][1]} '
                 '(HxW); every label map must have its image\'s size. '
                 + hint)
+
+
+@DATASETS.register_module()
+class DemoTexturesDataset(DemoShapesDataset):
+    """Real photographic textures (background and eight texture classes,
+    one per source photograph of scikit-image), on Voronoi cells and
+    occluding discs; label 255 on region borders. Training and validation
+    texture come from disjoint parts of every photograph.
+
+    Built on first use like :class:`DemoShapesDataset` (same arguments;
+    ``gen_cfg`` takes :data:`~mmseg_fnm.datasets.synthetic.TEXTURES`'s
+    parameters). See :mod:`mmseg_fnm.datasets.textures`.
+    """
+    METAINFO = dict(classes=TEXTURE_CLASSES, palette=TEXTURE_PALETTE)
+    SPEC = TEXTURES

@@ -1,4 +1,9 @@
-"""Deterministic generator of the ``demo_shapes`` segmentation data set.
+"""Deterministic generators of the demo segmentation data sets.
+
+``demo_shapes`` (drawn here) and ``demo_textures`` (drawn in
+:mod:`mmseg_fnm.datasets.textures`) share the machinery below: a
+:class:`GeneratedDataSpec` names a data set, its classes, parameters and
+drawing function; writing, the manifest, checking and reuse are common.
 
 Every image shows a few textured shapes (disc, square, triangle, ring,
 cross), which may occlude each other, over a textured background.  Every
@@ -28,6 +33,7 @@ if all of it matches, and rebuilds it otherwise.
 Command line::
 
     python -m mmseg_fnm.datasets.synthetic --root data/demo_shapes
+    python -m mmseg_fnm.datasets.synthetic --dataset demo_textures
 """
 import argparse
 import colorsys
@@ -40,11 +46,14 @@ import shutil
 import socket
 import sys
 import uuid
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 from mmengine.logging import print_log
+
+from .textures import TEXTURE_CLASSES, render_texture_sample
 
 CLASSES = ('background', 'disc', 'square', 'triangle', 'ring', 'cross')
 PALETTE = [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25],
@@ -55,7 +64,6 @@ IGNORE_INDEX = 255
 #: data sets written by an older generator are rebuilt, not reused.
 GENERATOR_VERSION = 3
 MANIFEST_NAME = 'manifest.json'
-MANIFEST_FORMAT = 'mmseg_fnm.demo_shapes'
 SPLITS = ('train', 'val')
 FILE_PREFIX = 'shapes_'
 DEFAULT_PARAMS = dict(
@@ -70,9 +78,6 @@ DEFAULT_PARAMS = dict(
 _SUPERSAMPLE = 4  # sub-pixels per side used to find mixed edge pixels
 _PLACEMENT_TRIES = 10
 _PNG_ARGS = [cv2.IMWRITE_PNG_COMPRESSION, 1]
-_OWN_FILE = re.compile(r'^(img_dir|ann_dir)/(train|val)/' + FILE_PREFIX +
-                       r'\d+\.png$|^splits/(train|val)\.txt$|^' +
-                       re.escape(MANIFEST_NAME) + '$')
 
 
 # ----------------------------------------------------------------------------
@@ -282,16 +287,61 @@ def render_sample(rng: np.random.Generator,
 # ----------------------------------------------------------------------------
 # Writing, checking and reusing a data set on disk
 # ----------------------------------------------------------------------------
-def _normalise_params(**kwargs) -> dict:
-    params = dict(DEFAULT_PARAMS)
+@dataclass(frozen=True)
+class GeneratedDataSpec:
+    """What tells one generated data set from another; the writing,
+    checking and reusing machinery below is shared.
+
+    Args:
+        name (str): Data set name, e.g. ``'demo_shapes'``.
+        version (int): Generator version; bump it when the bytes change
+            for the same parameters, so older data sets are rebuilt.
+        file_prefix (str): Prefix of every image and label file name.
+        classes (tuple): Class names.
+        default_params (dict): Generation parameters and their defaults;
+            ``num_train``, ``num_val``, ``image_size`` and ``seed`` at least.
+        render (callable): ``render(rng, split, params) -> (image, label)``.
+        check_params (callable): Raises on invalid parameters, after the
+            common checks.
+    """
+    name: str
+    version: int
+    file_prefix: str
+    classes: tuple
+    default_params: dict
+    render: Callable[[np.random.Generator, str, dict], tuple]
+    check_params: Callable[[dict], None]
+
+    @property
+    def manifest_format(self) -> str:
+        return f'mmseg_fnm.{self.name}'
+
+    def own_file(self, rel: str) -> bool:
+        """Whether ``rel`` (relative, '/'-separated) is a file that this
+        generator writes."""
+        pattern = (r'^(img_dir|ann_dir)/(train|val)/' +
+                   re.escape(self.file_prefix) +
+                   r'\d+\.png$|^splits/(train|val)\.txt$|^' +
+                   re.escape(MANIFEST_NAME) + '$')
+        return re.match(pattern, rel) is not None
+
+    def command(self, root: str) -> str:
+        """The command line that builds this data set in ``root``."""
+        return (f'python -m mmseg_fnm.datasets.synthetic --dataset '
+                f'{self.name} --root {root}')
+
+
+def _normalise_params(spec: GeneratedDataSpec, **kwargs) -> dict:
+    params = dict(spec.default_params)
     unknown = set(kwargs) - set(params)
     if unknown:
-        raise TypeError(f'unknown demo data set parameter(s) '
+        raise TypeError(f'unknown {spec.name} parameter(s) '
                         f'{sorted(unknown)}; valid: {sorted(params)}')
     params.update(kwargs)
-    for key in ('num_train', 'num_val', 'image_size', 'seed', 'min_objects',
-                'max_objects'):
+    for key, default in spec.default_params.items():
         value = params[key]
+        if isinstance(default, bool) or not isinstance(default, int):
+            continue
         if isinstance(value, bool) or not isinstance(value,
                                                      (int, np.integer)):
             raise TypeError(f'{key} must be an int, got {value!r}')
@@ -302,6 +352,11 @@ def _normalise_params(**kwargs) -> dict:
     if params['image_size'] < 16:
         raise ValueError(
             f"image_size must be >= 16, got {params['image_size']}")
+    spec.check_params(params)
+    return params
+
+
+def _check_shapes_params(params: dict) -> None:
     if not 1 <= params['min_objects'] <= params['max_objects']:
         raise ValueError('need 1 <= min_objects <= max_objects, got '
                          f"{params['min_objects']}, {params['max_objects']}")
@@ -309,21 +364,80 @@ def _normalise_params(**kwargs) -> dict:
         raise ValueError(
             f"clutter_prob must be in [0, 1], got {params['clutter_prob']}")
     params['clutter_prob'] = float(params['clutter_prob'])
-    return params
 
 
-def _expected_files(params: dict) -> List[str]:
+def _render_shapes(rng: np.random.Generator, split: str,
+                   params: dict) -> Tuple[np.ndarray, np.ndarray]:
+    return render_sample(
+        rng, **{
+            k: params[k]
+            for k in ('image_size', 'min_objects', 'max_objects',
+                      'clutter_prob')
+        })
+
+
+def _check_textures_params(params: dict) -> None:
+    if not 1 <= params['min_cells'] <= params['max_cells']:
+        raise ValueError('need 1 <= min_cells <= max_cells, got '
+                         f"{params['min_cells']}, {params['max_cells']}")
+    for key in ('occluder_prob', 'jitter'):
+        if not 0.0 <= params[key] <= 1.0:
+            raise ValueError(f'{key} must be in [0, 1], got {params[key]}')
+        params[key] = float(params[key])
+
+
+def _render_textures(rng: np.random.Generator, split: str,
+                     params: dict) -> Tuple[np.ndarray, np.ndarray]:
+    return render_texture_sample(
+        rng, split, **{
+            k: params[k]
+            for k in ('image_size', 'min_cells', 'max_cells',
+                      'occluder_prob', 'jitter')
+        })
+
+
+SHAPES = GeneratedDataSpec(
+    name='demo_shapes',
+    version=GENERATOR_VERSION,
+    file_prefix=FILE_PREFIX,
+    classes=CLASSES,
+    default_params=DEFAULT_PARAMS,
+    render=_render_shapes,
+    check_params=_check_shapes_params)
+
+TEXTURES = GeneratedDataSpec(
+    name='demo_textures',
+    version=1,
+    file_prefix='textures_',
+    classes=TEXTURE_CLASSES,
+    default_params=dict(
+        num_train=1000,
+        num_val=100,
+        image_size=64,
+        seed=0,
+        min_cells=3,
+        max_cells=6,
+        occluder_prob=0.5,
+        jitter=0.15),
+    render=_render_textures,
+    check_params=_check_textures_params)
+
+#: The generated data sets, by name.
+DATA_SPECS = {spec.name: spec for spec in (SHAPES, TEXTURES)}
+
+
+def _expected_files(spec: GeneratedDataSpec, params: dict) -> List[str]:
     files = []
     for split in SPLITS:
-        for stem in _stems(params[f'num_{split}']):
+        for stem in _stems(spec, params[f'num_{split}']):
             files += [f'img_dir/{split}/{stem}.png',
                       f'ann_dir/{split}/{stem}.png']
         files.append(f'splits/{split}.txt')
     return sorted(files)
 
 
-def _stems(num: int) -> List[str]:
-    return [f'{FILE_PREFIX}{i:05d}' for i in range(num)]
+def _stems(spec: GeneratedDataSpec, num: int) -> List[str]:
+    return [f'{spec.file_prefix}{i:05d}' for i in range(num)]
 
 
 def _file_record(path: str) -> List:
@@ -332,22 +446,19 @@ def _file_record(path: str) -> List:
     return [len(data), hashlib.sha256(data).hexdigest()]
 
 
-def _write_all(tmp_root: str, params: dict) -> None:
-    render_kwargs = {
-        k: params[k]
-        for k in ('image_size', 'min_objects', 'max_objects', 'clutter_prob')
-    }
+def _write_all(tmp_root: str, params: dict,
+               spec: GeneratedDataSpec = SHAPES) -> None:
     for split_id, split in enumerate(SPLITS):
         img_dir = osp.join(tmp_root, 'img_dir', split)
         ann_dir = osp.join(tmp_root, 'ann_dir', split)
         os.makedirs(img_dir)
         os.makedirs(ann_dir)
-        stems = _stems(params[f'num_{split}'])
+        stems = _stems(spec, params[f'num_{split}'])
         for idx, stem in enumerate(stems):
             # One generator per sample: samples do not depend on each other
             # or on the split sizes, and the splits never share a sample.
             rng = np.random.default_rng([params['seed'], split_id, idx])
-            image, label = render_sample(rng, **render_kwargs)
+            image, label = spec.render(rng, split, params)
             for path, arr in ((osp.join(img_dir, stem + '.png'), image),
                               (osp.join(ann_dir, stem + '.png'), label)):
                 if not cv2.imwrite(path, arr, _PNG_ARGS):
@@ -356,13 +467,13 @@ def _write_all(tmp_root: str, params: dict) -> None:
         with open(osp.join(tmp_root, 'splits', f'{split}.txt'), 'w') as f:
             f.write('\n'.join(stems) + '\n')
     manifest = dict(
-        format=MANIFEST_FORMAT,
-        generator_version=GENERATOR_VERSION,
+        format=spec.manifest_format,
+        generator_version=spec.version,
         params=params,
-        classes=list(CLASSES),
+        classes=list(spec.classes),
         files={
             rel: _file_record(osp.join(tmp_root, rel))
-            for rel in _expected_files(params)
+            for rel in _expected_files(spec, params)
         })
     # Written last and via rename: a manifest on disk means a complete set.
     tmp_manifest = osp.join(tmp_root, MANIFEST_NAME + '.part')
@@ -371,11 +482,13 @@ def _write_all(tmp_root: str, params: dict) -> None:
     os.replace(tmp_manifest, osp.join(tmp_root, MANIFEST_NAME))
 
 
-def check_demo_dataset(root: str,
-                       params: Optional[dict] = None) -> Optional[str]:
-    """Check that ``root`` holds a complete, intact demo data set.
+def check_generated_dataset(spec: GeneratedDataSpec,
+                            root: str,
+                            params: Optional[dict] = None) -> Optional[str]:
+    """Check that ``root`` holds a complete, intact generated data set.
 
     Args:
+        spec (GeneratedDataSpec): Which data set (e.g. :data:`SHAPES`).
         root (str): Data set folder.
         params (dict, optional): Generation parameters the data set must
             have been built with (see :func:`prepare_demo_dataset`; missing
@@ -388,7 +501,7 @@ def check_demo_dataset(root: str,
         why not.
     """
     if params is not None:
-        params = _normalise_params(**params)
+        params = _normalise_params(spec, **params)
     manifest_path = osp.join(root, MANIFEST_NAME)
     if not osp.isdir(root):
         return f'{root} does not exist'
@@ -400,15 +513,15 @@ def check_demo_dataset(root: str,
     except (OSError, ValueError) as e:
         return f'{manifest_path} is unreadable ({e})'
     if not isinstance(manifest, dict) or manifest.get(
-            'format') != MANIFEST_FORMAT:
-        return f'{manifest_path} is not a demo_shapes manifest'
-    if manifest.get('generator_version') != GENERATOR_VERSION:
+            'format') != spec.manifest_format:
+        return f'{manifest_path} is not a {spec.name} manifest'
+    if manifest.get('generator_version') != spec.version:
         return (f"generated by generator version "
                 f"{manifest.get('generator_version')}, current is "
-                f'{GENERATOR_VERSION}')
+                f'{spec.version}')
     if params is None:
         try:
-            params = _normalise_params(**manifest.get('params', {}))
+            params = _normalise_params(spec, **manifest.get('params', {}))
         except (TypeError, ValueError) as e:
             return f'{manifest_path} holds invalid parameters ({e})'
     if manifest.get('params') != params:
@@ -416,7 +529,7 @@ def check_demo_dataset(root: str,
                 f'{params}')
     files = manifest.get('files')
     if not isinstance(files, dict) or sorted(files) != _expected_files(
-            params):
+            spec, params):
         return f'{manifest_path} lists the wrong files'
     for rel, record in files.items():
         path = osp.join(root, rel)
@@ -429,7 +542,13 @@ def check_demo_dataset(root: str,
     return None
 
 
-def _is_own_output(root: str) -> bool:
+def check_demo_dataset(root: str,
+                       params: Optional[dict] = None) -> Optional[str]:
+    """:func:`check_generated_dataset` of ``demo_shapes``."""
+    return check_generated_dataset(SHAPES, root, params)
+
+
+def _is_own_output(root: str, spec: GeneratedDataSpec = SHAPES) -> bool:
     """Whether every file under ``root`` is one this module writes.
 
     Guards the rebuild against deleting a folder of someone else's data.
@@ -437,7 +556,7 @@ def _is_own_output(root: str) -> bool:
     for dirpath, _, filenames in os.walk(root):
         for name in filenames:
             rel = osp.relpath(osp.join(dirpath, name), root)
-            if not _OWN_FILE.match(rel.replace(os.sep, '/')):
+            if not spec.own_file(rel.replace(os.sep, '/')):
                 return False
     return True
 
@@ -471,6 +590,92 @@ def _remove_stale_tmp_dirs(root: str) -> None:
             pass  # alive, owned by someone else
 
 
+def prepare_generated_dataset(spec: GeneratedDataSpec,
+                              root: str,
+                              force: bool = False,
+                              **params) -> str:
+    """Make sure ``root`` holds the data set of ``spec``, building it if
+    needed.
+
+    A complete data set with the same parameters is reused as is (nothing
+    is rewritten).  A missing, partial, corrupt or differently parametrised
+    one is rebuilt in a temporary sibling folder which then atomically
+    replaces ``root``.  Several processes may call this at once: each builds
+    its own copy, the first rename wins, the others check it and discard
+    theirs.
+
+    Args:
+        spec (GeneratedDataSpec): Which data set (e.g. :data:`TEXTURES`).
+        root (str): Data set folder, e.g. ``data/demo_textures``.
+        force (bool): Rebuild even if a valid data set exists.
+        **params: Generation parameters (``spec.default_params`` lists
+            them and their defaults); the same parameters give identical
+            bytes.
+
+    Returns:
+        str: ``root``.
+
+    Raises:
+        FileExistsError: ``root`` exists and holds files this generator
+            does not write (it is never deleted then).
+    """
+    params = _normalise_params(spec, **params)
+    root = osp.abspath(root)
+    problem = 'rebuild forced' if force else check_generated_dataset(
+        spec, root, params)
+    if problem is None:
+        return root
+    if osp.exists(root) and not (osp.isdir(root)
+                                 and _is_own_output(root, spec)):
+        raise FileExistsError(
+            f'{root} exists but is not a {spec.name} data set ({problem}); '
+            'refusing to overwrite it. Move it away or choose another '
+            'data root.')
+    print_log(
+        f'Building the {spec.name} data set in {root} ({problem}).',
+        logger='current')
+    os.makedirs(osp.dirname(root), exist_ok=True)
+    _remove_stale_tmp_dirs(root)
+    tmp_root = (f'{_tmp_prefix(root)}{socket.gethostname()}-{os.getpid()}-'
+                f'{uuid.uuid4().hex[:8]}')
+    try:
+        _write_all(tmp_root, params, spec)
+        if not force and check_generated_dataset(spec, root,
+                                                 params) is None:
+            return root  # another process finished first
+        if osp.exists(root):
+            if not _is_own_output(root, spec):
+                raise FileExistsError(
+                    f'{root} changed while building; refusing to replace '
+                    'it.')
+            # rename first so that the swap below is a single rename
+            stale = f'{_tmp_prefix(root)}stale-{uuid.uuid4().hex[:8]}'
+            try:
+                os.rename(root, stale)
+            except FileNotFoundError:
+                stale = None  # another process moved it
+            if stale is not None:
+                shutil.rmtree(stale, ignore_errors=True)
+        try:
+            os.rename(tmp_root, root)
+        except OSError:
+            # another process renamed its copy into place meanwhile
+            problem = check_generated_dataset(spec, root, params)
+            if problem is not None:
+                raise RuntimeError(
+                    f'could not put the {spec.name} data set in place at '
+                    f'{root}: '
+                    f'{problem}')
+    finally:
+        if osp.exists(tmp_root):
+            shutil.rmtree(tmp_root, ignore_errors=True)
+    print_log(
+        f"{spec.name} data set ready in {root} ({params['num_train']} "
+        f"train / {params['num_val']} val images).",
+        logger='current')
+    return root
+
+
 def prepare_demo_dataset(root: str,
                          num_train: int = DEFAULT_PARAMS['num_train'],
                          num_val: int = DEFAULT_PARAMS['num_val'],
@@ -480,14 +685,7 @@ def prepare_demo_dataset(root: str,
                          max_objects: int = DEFAULT_PARAMS['max_objects'],
                          clutter_prob: float = DEFAULT_PARAMS['clutter_prob'],
                          force: bool = False) -> str:
-    """Make sure ``root`` holds the demo data set, building it if needed.
-
-    A complete data set with the same parameters is reused as is (nothing
-    is rewritten).  A missing, partial, corrupt or differently parametrised
-    one is rebuilt in a temporary sibling folder which then atomically
-    replaces ``root``.  Several processes may call this at once: each builds
-    its own copy, the first rename wins, the others check it and discard
-    theirs.
+    """:func:`prepare_generated_dataset` of ``demo_shapes``.
 
     Args:
         root (str): Data set folder, e.g. ``data/demo_shapes``.
@@ -504,12 +702,11 @@ def prepare_demo_dataset(root: str,
 
     Returns:
         str: ``root``.
-
-    Raises:
-        FileExistsError: ``root`` exists and holds files this generator
-            does not write (it is never deleted then).
     """
-    params = _normalise_params(
+    return prepare_generated_dataset(
+        SHAPES,
+        root,
+        force=force,
         num_train=num_train,
         num_val=num_val,
         image_size=image_size,
@@ -517,57 +714,6 @@ def prepare_demo_dataset(root: str,
         min_objects=min_objects,
         max_objects=max_objects,
         clutter_prob=clutter_prob)
-    root = osp.abspath(root)
-    problem = 'rebuild forced' if force else check_demo_dataset(
-        root, params)
-    if problem is None:
-        return root
-    if osp.exists(root) and not (osp.isdir(root) and _is_own_output(root)):
-        raise FileExistsError(
-            f'{root} exists but is not a demo_shapes data set ({problem}); '
-            'refusing to overwrite it. Move it away or choose another '
-            'data root.')
-    print_log(
-        f'Building the demo_shapes data set in {root} ({problem}).',
-        logger='current')
-    os.makedirs(osp.dirname(root), exist_ok=True)
-    _remove_stale_tmp_dirs(root)
-    tmp_root = (f'{_tmp_prefix(root)}{socket.gethostname()}-{os.getpid()}-'
-                f'{uuid.uuid4().hex[:8]}')
-    try:
-        _write_all(tmp_root, params)
-        if not force and check_demo_dataset(root, params) is None:
-            return root  # another process finished first
-        if osp.exists(root):
-            if not _is_own_output(root):
-                raise FileExistsError(
-                    f'{root} changed while building; refusing to replace '
-                    'it.')
-            # rename first so that the swap below is a single rename
-            stale = f'{_tmp_prefix(root)}stale-{uuid.uuid4().hex[:8]}'
-            try:
-                os.rename(root, stale)
-            except FileNotFoundError:
-                stale = None  # another process moved it
-            if stale is not None:
-                shutil.rmtree(stale, ignore_errors=True)
-        try:
-            os.rename(tmp_root, root)
-        except OSError:
-            # another process renamed its copy into place meanwhile
-            problem = check_demo_dataset(root, params)
-            if problem is not None:
-                raise RuntimeError(
-                    f'could not put the demo data set in place at {root}: '
-                    f'{problem}')
-    finally:
-        if osp.exists(tmp_root):
-            shutil.rmtree(tmp_root, ignore_errors=True)
-    print_log(
-        f"demo_shapes data set ready in {root} ({params['num_train']} train "
-        f"/ {params['num_val']} val images).",
-        logger='current')
-    return root
 
 
 def split_paths(root: str, split: str) -> Dict[str, str]:
@@ -581,11 +727,21 @@ def split_paths(root: str, split: str) -> Dict[str, str]:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument('--dataset', choices=sorted(DATA_SPECS),
+                     default=SHAPES.name)
+    spec = DATA_SPECS[pre.parse_known_args(argv)[0].dataset]
     parser = argparse.ArgumentParser(
-        description='Build (or check) the demo_shapes segmentation data set.')
+        description='Build (or check) a generated demo segmentation data '
+        'set.')
     parser.add_argument(
-        '--root', default='data/demo_shapes', help='output folder')
-    for key, value in DEFAULT_PARAMS.items():
+        '--dataset',
+        choices=sorted(DATA_SPECS),
+        default=SHAPES.name,
+        help=f'which data set (default: {SHAPES.name})')
+    parser.add_argument(
+        '--root', default=None, help='output folder (default: data/NAME)')
+    for key, value in spec.default_params.items():
         parser.add_argument(
             '--' + key.replace('_', '-'),
             type=type(value),
@@ -597,17 +753,21 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         '--check',
         action='store_true',
         help='only check the data set; exit status 1 if it is not valid')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.root = args.root or osp.join('data', spec.name)
+    return args
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    params = {k: getattr(args, k) for k in DEFAULT_PARAMS}
+    spec = DATA_SPECS[args.dataset]
+    params = {k: getattr(args, k) for k in spec.default_params}
     if args.check:
-        problem = check_demo_dataset(args.root, params)
+        problem = check_generated_dataset(spec, args.root, params)
         print(f'{args.root}: ' + ('OK' if problem is None else problem))
         return 0 if problem is None else 1
-    root = prepare_demo_dataset(args.root, force=args.force, **params)
+    root = prepare_generated_dataset(
+        spec, args.root, force=args.force, **params)
     print(root)
     return 0
 

@@ -25,7 +25,8 @@ CONFIGS = Path(__file__).parents[2] / 'configs'
 PAPER = sorted((CONFIGS / 'cityscapes').glob('*.py')) + sorted(
     (CONFIGS / 'voc').glob('*.py'))
 REUSE = sorted((CONFIGS / 'reuse').glob('*.py'))
-DEMO = sorted((CONFIGS / 'demo').glob('pspnet_r18_demo_*.py'))
+DEMO = sorted((CONFIGS / 'demo').glob('pspnet_r18_demo_*.py')) + sorted(
+    (CONFIGS / 'demo').glob('pspnet_r18_textures_*.py'))
 ALL = PAPER + REUSE
 ADVERSARIAL = [p for p in PAPER + DEMO if not p.stem.endswith('_basic')]
 BASIC = [p for p in PAPER if p.stem.endswith('_basic')]
@@ -39,6 +40,7 @@ PAPER_ATTACKS = {
     'rfgsm': dict(type='RandomFGSM', eps=0.03),
     'bim3': dict(type='BIM', eps=0.03, alpha=0.01, steps=3),
     'fnm': dict(type='FastNewton'),
+    'fnm-cap003': dict(type='FastNewton', max_eps=0.03),
 }
 STUB_CLASSES = (0, 1, 2, 5)  # label values written into the stub data
 
@@ -268,7 +270,8 @@ def test_paper_settings(path):
 
 
 def _basic_of(path):
-    return path.with_name(re.sub(r'_[a-z0-9]+$', '_basic', path.stem) + '.py')
+    return path.with_name(
+        re.sub(r'_[a-z0-9-]+$', '_basic', path.stem) + '.py')
 
 
 @pytest.mark.parametrize('path', ADVERSARIAL, ids=_ids(ADVERSARIAL))
