@@ -19,14 +19,16 @@ def get_random_state() -> Dict[str, Any]:
 
     Returns:
         dict: ``python`` (``random.getstate()``), ``numpy`` (the legacy
-        global ``RandomState``), ``torch`` (CPU) and ``cuda`` (one state per
-        visible device; empty when CUDA is not in use).
+        global ``RandomState``), ``torch`` (CPU) and ``cuda`` (the current
+        device's state in a list; empty when CUDA is not in use).
     """
     bit_generator, key, pos, has_gauss, cached_gaussian = \
         np.random.get_state()
     cuda = []
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        cuda = torch.cuda.get_rng_state_all()
+        # Only the device this process trains on: get_rng_state_all() would
+        # create a CUDA context on every visible GPU from every rank.
+        cuda = [torch.cuda.get_rng_state()]
     return dict(
         python=random.getstate(),
         numpy=dict(
@@ -46,8 +48,8 @@ def set_random_state(state: Dict[str, Any]) -> None:
         state (dict): The states, e.g. read back from a checkpoint.
 
     Raises:
-        ValueError: If ``state`` holds CUDA states for a different number
-            of devices than this process sees.
+        ValueError: If ``state`` holds a CUDA state and CUDA is not
+            available (CPU generators are restored before).
     """
     version, internal, gauss = state['python']
     random.setstate((version, tuple(internal), gauss))
@@ -60,12 +62,8 @@ def set_random_state(state: Dict[str, Any]) -> None:
     torch.set_rng_state(state['torch'].cpu())
     cuda = state.get('cuda') or []
     if cuda:
-        if not torch.cuda.is_available() or \
-                len(cuda) != torch.cuda.device_count():
-            count = torch.cuda.device_count() \
-                if torch.cuda.is_available() else 0
+        if not torch.cuda.is_available():
             raise ValueError(
-                f'The saved random state covers {len(cuda)} CUDA devices, '
-                f'but this process sees {count}; run with the devices the '
-                'checkpoint was written with (CUDA_VISIBLE_DEVICES).')
-        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+                'The saved random state holds a CUDA generator state, but '
+                'CUDA is not available here; resume on a GPU machine.')
+        torch.cuda.set_rng_state(cuda[0].cpu())
