@@ -32,7 +32,7 @@ galaxies       hubble_deep_field.jpg    public domain (NASA)
 """
 import functools
 import os.path as osp
-from typing import Dict, Tuple
+from typing import Tuple
 
 import cv2
 import numpy as np
@@ -180,8 +180,3 @@ def render_texture_sample(
     border[:, :-1] |= regions[:, :-1] != regions[:, 1:]
     label[border] = IGNORE_INDEX
     return np.clip(image, 0, 255).round().astype(np.uint8), label
-
-
-def class_sources() -> Dict[str, str]:
-    """Class name -> source file name."""
-    return dict(zip(TEXTURE_CLASSES, TEXTURE_SOURCES))

@@ -116,6 +116,19 @@ def _assert_bit_identical(a, b):
     assert (losses[0] == losses[1]).all()
 
 
+def _resume_and_compare(cfg_file, work_dir, tmp_path, resumed_from,
+                        expected):
+    """``--resume`` in ``work_dir``; it must go on from ``resumed_from``
+    and end bit-identical to ``expected``."""
+    written = os.stat(work_dir / resumed_from).st_mtime_ns
+    result = _train(cfg_file, work_dir, tmp_path, resume=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # It resumed (from scratch it would have written the file again).
+    assert os.stat(work_dir / resumed_from).st_mtime_ns == written
+    _assert_bit_identical(
+        expected, load_safe(str(work_dir / f'iter_{MAX_ITERS}.pth')))
+
+
 @pytest.mark.multiprocess
 def test_killed_training_resumes_bit_identical(tmp_path, kill_cfg):
     straight = tmp_path / 'straight'
@@ -130,13 +143,7 @@ def test_killed_training_resumes_bit_identical(tmp_path, kill_cfg):
     assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
     assert _last_checkpoint(after) == 'iter_8.pth'
     assert not osp.exists(after / f'iter_{MAX_ITERS}.pth')
-    written = os.stat(after / 'iter_8.pth').st_mtime_ns
-    result = _train(kill_cfg, after, tmp_path, resume=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-    # It resumed (from scratch it would have written iter_8.pth again).
-    assert os.stat(after / 'iter_8.pth').st_mtime_ns == written
-    _assert_bit_identical(
-        expected, load_safe(str(after / f'iter_{MAX_ITERS}.pth')))
+    _resume_and_compare(kill_cfg, after, tmp_path, 'iter_8.pth', expected)
 
     # Killed while iter_8.pth was being written: no partial iter_8.pth is
     # left, last_checkpoint still names iter_4.pth, and resuming from it
@@ -147,12 +154,7 @@ def test_killed_training_resumes_bit_identical(tmp_path, kill_cfg):
     assert not osp.exists(during / 'iter_8.pth')
     assert glob.glob(str(during / '.tmp-iter_8.pth.*')), os.listdir(during)
     assert _last_checkpoint(during) == 'iter_4.pth'
-    written = os.stat(during / 'iter_4.pth').st_mtime_ns
-    result = _train(kill_cfg, during, tmp_path, resume=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert os.stat(during / 'iter_4.pth').st_mtime_ns == written
-    _assert_bit_identical(
-        expected, load_safe(str(during / f'iter_{MAX_ITERS}.pth')))
+    _resume_and_compare(kill_cfg, during, tmp_path, 'iter_4.pth', expected)
 
     # The control: the same resume with RandomStateHook switched off ends
     # elsewhere (dropout draws other masks), so the checks above can fail.
