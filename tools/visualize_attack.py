@@ -4,6 +4,13 @@
 #
 #   python tools/visualize_attack.py CONFIG CHECKPOINT IMAGE \
 #       [--label LABEL_PNG] [--attack BIM --eps 0.03] --out fig.png
+#   python tools/visualize_attack.py CONFIG CHECKPOINT [--num-images N] \
+#       --out fig.png
+#
+# Without IMAGE, the first N images of the config's test data set (all by
+# default) are attacked with their label maps, and the figure shows the one
+# whose prediction the attack changes most; the command also prints the
+# median change over all of them, so the pick is not mistaken for typical.
 #
 # The image goes through the config's test pipeline; the attack runs on the
 # prediction as it is evaluated (SegmentorAttacker, objective 'predict').
@@ -41,11 +48,20 @@ def parse_args(argv=None):
         'predictions (the paper\'s figure 1)')
     parser.add_argument('config', help='config file of the model')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('image', help='image file')
+    parser.add_argument(
+        'image',
+        nargs='?',
+        help='image file; without it, the image of the config\'s test data '
+        'set whose prediction the attack changes most')
     parser.add_argument(
         '--label',
         help='label map of the image (PNG of class indices, 255 = ignore); '
         'without it the clean prediction is attacked')
+    parser.add_argument(
+        '--num-images',
+        type=int,
+        help='without IMAGE: how many test images (from the first) to '
+        'attack in search of the most changed one (default: all)')
     parser.add_argument(
         '--attack',
         default='BIM',
@@ -196,22 +212,78 @@ def attack_sample(model, batch, attack, seed=0):
         pseudo_label=pseudo_label)
 
 
+def changed_fraction(result):
+    """Fraction of pixels whose predicted class the attack changed."""
+    return float(np.mean(result['clean_pred'] != result['adv_pred']))
+
+
+def most_changed_test_image(model, cfg, attack, num_images=None, seed=0):
+    """Attack the first ``num_images`` images of the config's test data
+    set, each with its label map, and keep the one whose prediction changed
+    most (the first of equals).
+
+    Returns:
+        tuple[dict, str, list[float]]: :func:`attack_sample`'s dict for
+        that image, its file, and the changed fraction of every image
+        attacked, in data set order.
+    """
+    dataset = DATASETS.build(cfg.test_dataloader.dataset)
+    count = len(dataset) if num_images is None else min(
+        num_images, len(dataset))
+    if count == 0:
+        raise ValueError('The config\'s test data set '
+                         f'({cfg.test_dataloader.dataset.type}) is empty; '
+                         'pass an IMAGE instead')
+    best, best_path, fractions = None, None, []
+    for index in range(count):
+        batch = pseudo_collate([dataset[index]])
+        result = attack_sample(model, batch, attack, seed)
+        fractions.append(changed_fraction(result))
+        if best is None or fractions[-1] > changed_fraction(best):
+            best = result
+            best_path = batch['data_samples'][0].img_path
+    return best, best_path, fractions
+
+
 def main(argv=None):
     """Draw the figure; returns :func:`attack_sample`'s dict plus
-    ``title`` and ``out``."""
+    ``title``, ``out`` and ``image_file`` (the file drawn), and without an
+    IMAGE ``fractions`` (changed fraction of every test image attacked)."""
     args = parse_args(argv)
     for path, what in ((args.checkpoint, 'checkpoint'), (args.image, 'image'),
                        (args.label, 'label map')):
         if path is not None and not osp.isfile(path):
             raise FileNotFoundError(f'The {what} {path} does not exist')
+    if args.image is None and args.label is not None:
+        raise ValueError('--label belongs to an IMAGE; without IMAGE the '
+                         'test data set\'s label maps are used')
+    if args.image is not None and args.num_images is not None:
+        raise ValueError('--num-images picks from the test data set; drop '
+                         'it or the IMAGE')
+    if args.num_images is not None and args.num_images < 1:
+        raise ValueError(
+            f'--num-images must be at least 1, got {args.num_images}')
     attack = build_attack_from_args(args)
     model, cfg, meta = init_segmentor(args.config, args.checkpoint,
                                       args.device)
-    batch = load_sample(cfg, args.image, args.label)
-    result = attack_sample(model, batch, attack, args.seed)
-    labels = 'labels: clean prediction (no label map given)' \
-        if result['pseudo_label'] else f'labels: {osp.basename(args.label)}'
-    title = f'{attack!r} on {osp.basename(args.image)}; {labels}'
+    extra = {}
+    if args.image is None:
+        result, image, fractions = most_changed_test_image(
+            model, cfg, attack, args.num_images, args.seed)
+        extra = dict(fractions=fractions)
+        picked = (f' (most changed of {len(fractions)} test images; median '
+                  f'{np.median(fractions) * 100:.1f}% changed)')
+    else:
+        image, picked = args.image, ''
+        batch = load_sample(cfg, image, args.label)
+        result = attack_sample(model, batch, attack, args.seed)
+    if result['pseudo_label']:
+        labels = 'labels: clean prediction (no label map given)'
+    elif args.image is None:
+        labels = 'labels: the data set\'s label maps'
+    else:
+        labels = f'labels: {osp.basename(args.label)}'
+    title = f'{attack!r} on {osp.basename(image)}{picked}; {labels}'
     if osp.dirname(args.out):
         mkdir_or_exist(osp.dirname(args.out))
     draw_attack_figure(
@@ -224,10 +296,11 @@ def main(argv=None):
         result['eps'],
         classes=meta['classes'],
         title=title)
-    changed = float(np.mean(result['clean_pred'] != result['adv_pred']))
     print(f'{title}\nradius {result["eps"]:.4f}; prediction changed on '
-          f'{changed * 100:.1f}% of the pixels; figure: {args.out}')
-    return dict(result, title=title, out=args.out)
+          f'{changed_fraction(result) * 100:.1f}% of the pixels of {image}; '
+          f'figure: {args.out}')
+    return dict(
+        result, title=title, out=args.out, image_file=image, **extra)
 
 
 if __name__ == '__main__':

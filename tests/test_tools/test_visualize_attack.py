@@ -77,3 +77,44 @@ def test_bad_inputs(untrained_demo, image_and_label, tmp_path, visualize_tool):
         visualize_tool.main(
             [cfg_file, checkpoint, image, '--attack', 'PGD', *out])
     assert not osp.exists(tmp_path / 'fig.png')
+
+
+def test_without_an_image_the_most_changed_test_image_is_drawn(
+        untrained_demo, tmp_path, visualize_tool, one_thread):
+    cfg_file, checkpoint = untrained_demo
+    out = str(tmp_path / 'picked.png')
+    result = visualize_tool.main([
+        cfg_file, checkpoint, *FAST_BIM, '--num-images', '4', '--out', out
+    ])
+    check_result(result, 0.03)
+    fractions = result['fractions']
+    assert len(fractions) == 4
+    assert not result['pseudo_label']
+    best = int(np.argmax(fractions))
+    assert visualize_tool.changed_fraction(result) == fractions[best]
+    assert 'most changed of 4 test images' in result['title']
+    # the figure is of the image picked: attacking that file with its label
+    # map changes the same pixels
+    image = result['image_file']
+    label = image.replace('img_dir', 'ann_dir')
+    single = visualize_tool.main([
+        cfg_file, checkpoint, image, '--label', label, *FAST_BIM, '--out',
+        str(tmp_path / 'single.png')
+    ])
+    np.testing.assert_array_equal(single['adv_pred'], result['adv_pred'])
+    assert sorted(os.listdir(osp.dirname(image)))[best] == osp.basename(image)
+
+
+def test_picking_arguments_are_checked(untrained_demo, image_and_label,
+                                       tmp_path, visualize_tool):
+    cfg_file, checkpoint = untrained_demo
+    image, label = image_and_label
+    out = ['--out', str(tmp_path / 'fig.png')]
+    with pytest.raises(ValueError, match='--label belongs to an IMAGE'):
+        visualize_tool.main([cfg_file, checkpoint, '--label', label, *out])
+    with pytest.raises(ValueError, match='drop it or the IMAGE'):
+        visualize_tool.main(
+            [cfg_file, checkpoint, image, '--num-images', '2', *out])
+    with pytest.raises(ValueError, match='at least 1, got 0'):
+        visualize_tool.main([cfg_file, checkpoint, '--num-images', '0', *out])
+    assert not osp.exists(tmp_path / 'fig.png')
