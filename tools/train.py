@@ -12,8 +12,8 @@ from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
 import mmseg_fnm  # noqa: F401  (registers the plugin's components)
-from mmseg_fnm.utils import (distributed_session, ensure_hook,
-                             ensure_safe_checkpoint_hook)
+from mmseg_fnm.utils import (checkpoint_to_resume, distributed_session,
+                             ensure_hook, ensure_safe_checkpoint_hook)
 
 
 def parse_args(argv=None):
@@ -89,6 +89,10 @@ def build_cfg(args):
 
     # resume training
     cfg.resume = args.resume
+    # mmengine writes last_checkpoint in place: after a kill during that
+    # write, go on from the newest checkpoint instead of failing.
+    if args.resume and cfg.get('load_from') is None:
+        cfg.load_from = checkpoint_to_resume(cfg.work_dir)
 
     # Checkpoints must load with weights_only=True, also for configs that do
     # not inherit configs/_base_/default_runtime.py.

@@ -28,15 +28,18 @@ exactly the harmless content mmengine writes (:func:`mmengine_globals`):
 :class:`UnsafeCheckpointError`, which names the file and the conversion
 command (``tools/convert_checkpoint.py --trust-checkpoint IN OUT``).
 """
+import logging
+import os
 import os.path as osp
 import pickle
+import re
 from collections import Counter, OrderedDict
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
 from mmengine.config import Config, ConfigDict
-from mmengine.logging import HistoryBuffer
+from mmengine.logging import HistoryBuffer, print_log
 from mmengine.runner.checkpoint import CheckpointLoader
 
 # Key of the dicts that stand in for objects the restricted unpickler
@@ -316,8 +319,9 @@ def load_safe(filename: str,
             f'Checkpoint {filename} is truncated or damaged '
             f'({type(error).__name__}: {str(error).split(". ")[0] or "empty"})'
             '; it was probably being written when the job stopped. Delete '
-            'it (and point last_checkpoint at the previous checkpoint) to '
-            'resume from the one before, or pass another file.') from None
+            'it to resume from the one before (tools/train.py --resume then '
+            'takes the newest checkpoint left), or pass another file.'
+        ) from None
     except pickle.UnpicklingError:
         # Written by plain mmengine? Allow exactly what it writes.
         try:
@@ -329,6 +333,62 @@ def load_safe(filename: str,
     if isinstance(checkpoint, dict):
         restore_checkpoint(checkpoint)
     return checkpoint
+
+
+# What mmengine's CheckpointHook names its checkpoints (``filename_tmpl``).
+_NUMBERED_CHECKPOINT = re.compile(r'^(?:iter|epoch)_(\d+)\.pth$')
+
+
+def checkpoint_to_resume(work_dir: str) -> Optional[str]:
+    """The checkpoint ``--resume`` should load where mmengine would fail.
+
+    mmengine's ``CheckpointHook`` writes ``work_dir/last_checkpoint`` in
+    place, after the checkpoint itself; a job killed during that tiny write
+    leaves it empty or cut short, and mmengine's resume then fails on a
+    path that is not there. Checkpoints themselves are written atomically
+    (:class:`~mmseg_fnm.utils.fileio.AtomicLocalBackend`), so every
+    ``iter_N.pth`` / ``epoch_N.pth`` present is complete, and the newest
+    of them is the one ``last_checkpoint`` was about to name.
+
+    Args:
+        work_dir (str): The training's work directory.
+
+    Returns:
+        str, optional: None where mmengine resumes as it should: no
+        ``last_checkpoint`` (nothing saved yet: training starts afresh), one
+        naming a file that exists, or one naming a remote path. Otherwise
+        the newest numbered checkpoint in ``work_dir``, with a warning.
+
+    Raises:
+        FileNotFoundError: If ``last_checkpoint`` is broken and no
+            numbered checkpoint is left in ``work_dir``.
+    """
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(pointer):
+        return None
+    with open(pointer) as f:
+        named = f.read().strip()
+    if '://' in named or (named and osp.isfile(named)):
+        return None
+    numbered = []
+    for name in os.listdir(work_dir):
+        match = _NUMBERED_CHECKPOINT.match(name)
+        if match and osp.isfile(osp.join(work_dir, name)):
+            numbered.append((int(match.group(1)), name))
+    problem = f'names {named}, which does not exist' if named else \
+        'is empty (the job was probably killed while writing it)'
+    if not numbered:
+        raise FileNotFoundError(
+            f'{pointer} {problem}, and {work_dir} holds no iter_N.pth or '
+            'epoch_N.pth to resume from. Delete last_checkpoint to train '
+            'from the start, or write the path of a checkpoint into it.')
+    newest = osp.join(work_dir, max(numbered)[1])
+    print_log(
+        f'{pointer} {problem}; resuming from the newest checkpoint in the '
+        f'work_dir instead: {newest}',
+        logger='current',
+        level=logging.WARNING)
+    return newest
 
 
 def load_from_local_safe(filename: str, map_location: Union[str, Callable,
@@ -396,8 +456,7 @@ def has_hook(cfg: Union[Config, dict], hook_type: str) -> bool:
     """Whether ``cfg`` registers a hook of type ``hook_type`` (a name)."""
     hooks = list((cfg.get('default_hooks') or {}).values())
     hooks += list(cfg.get('custom_hooks') or [])
-    return any(
-        _is_hook(hook, hook_type) for hook in hooks if hook is not None)
+    return any(_is_hook(hook, hook_type) for hook in hooks if hook is not None)
 
 
 def ensure_hook(cfg: Union[Config, dict], hook_type: str, key: str) -> bool:

@@ -49,8 +49,10 @@ def _assert_same_training_state(a, b):
     assert a['param_schedulers'] == b['param_schedulers']
 
 
+@pytest.mark.parametrize('pointer', ['intact', 'empty'])
 def test_resume_equals_uninterrupted_training(tmp_path, demo_cfg, dump_cfg,
-                                              tools_train, one_thread):
+                                              tools_train, one_thread,
+                                              pointer):
     cfg = demo_cfg('basic', max_iters=4, batch_size=2, validate=False)
     # Dropout and num_workers=0: RandomStateHook restores the generators
     # after mmengine's skip over the trained batches and before the next.
@@ -61,6 +63,9 @@ def test_resume_equals_uninterrupted_training(tmp_path, demo_cfg, dump_cfg,
     straight = str(tmp_path / 'straight')
 
     _train(tools_train, cfg_file, interrupted, 2)
+    if pointer == 'empty':
+        # killed while mmengine wrote last_checkpoint (in place)
+        open(osp.join(interrupted, 'last_checkpoint'), 'w').close()
     runner = _train(tools_train, cfg_file, interrupted, 4, resume=True)
     assert runner.iter == 4
     _train(tools_train, cfg_file, straight, 4)

@@ -10,8 +10,8 @@ from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from mmseg_fnm.utils import (CorruptCheckpointError, UnsafeCheckpointError,
-                             convert_checkpoint, ensure_hook,
-                             ensure_safe_checkpoint_hook,
+                             checkpoint_to_resume, convert_checkpoint,
+                             ensure_hook, ensure_safe_checkpoint_hook,
                              from_weights_only_safe, has_safe_checkpoint_hook,
                              load_safe, make_checkpoint_safe,
                              to_weights_only_safe)
@@ -295,4 +295,43 @@ def test_truncated_checkpoint_is_named_with_what_to_do(tmp_path, keep):
             load(path)
         message = str(info.value)
         assert path in message and 'truncated or damaged' in message
-        assert 'Delete' in message and 'last_checkpoint' in message
+        assert 'Delete' in message and '--resume' in message
+
+
+def _work_dir(tmp_path, pointer, files=('iter_4.pth', 'iter_8.pth')):
+    for name in files:
+        (tmp_path / name).write_bytes(b'checkpoint')
+    if pointer is not None:
+        (tmp_path / 'last_checkpoint').write_text(pointer)
+    return str(tmp_path)
+
+
+def test_a_sound_or_absent_pointer_is_left_to_mmengine(tmp_path):
+    work_dir = _work_dir(tmp_path, None)
+    assert checkpoint_to_resume(work_dir) is None  # nothing saved yet
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_4.pth'))
+    assert checkpoint_to_resume(work_dir) is None
+    (tmp_path / 'last_checkpoint').write_text('s3://bucket/iter_4.pth')
+    assert checkpoint_to_resume(work_dir) is None
+
+
+@pytest.mark.parametrize('pointer', ['', '/work_dirs/run/iter_1', 'missing'])
+def test_a_broken_pointer_resumes_from_the_newest_checkpoint(
+        tmp_path, pointer):
+    # a kill while mmengine wrote last_checkpoint leaves it empty or cut;
+    # temporary files of unfinished writes and other .pth do not count
+    work_dir = _work_dir(
+        tmp_path, pointer,
+        ('iter_4.pth', 'iter_12.pth', 'iter_8.pth', '.tmp-iter_16.pth.x1',
+         'best_mIoU_iter_99.pth', 'iter_20.pth.bak'))
+    assert checkpoint_to_resume(work_dir) == str(tmp_path / 'iter_12.pth')
+
+
+def test_a_broken_pointer_without_checkpoints_is_refused(tmp_path):
+    work_dir = _work_dir(tmp_path, '', files=('best_mIoU_iter_8.pth', ))
+    with pytest.raises(FileNotFoundError) as info:
+        checkpoint_to_resume(work_dir)
+    message = str(info.value)
+    assert 'last_checkpoint is empty' in message
+    assert 'holds no iter_N.pth or epoch_N.pth' in message
+    assert 'Delete last_checkpoint' in message
