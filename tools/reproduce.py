@@ -4,7 +4,8 @@
 # schedule and seeds; sweep FGSM and BIM-10 (alpha 0.004) over radii 0 to
 # 0.04; summarise mean +- std over the seeds.
 #
-#   python tools/reproduce.py                     # demo data on CPU, 3 seeds
+#   python tools/reproduce.py                     # demo_shapes on CPU, 3 seeds
+#   python tools/reproduce.py --dataset demo_textures   # real textures, CPU
 #   python tools/reproduce.py --quick             # a short version (minutes)
 #   python tools/reproduce.py --dataset cityscapes --launcher pytorch --gpus 8
 #   python tools/reproduce.py --dataset voc --launcher slurm --gpus 8 \
@@ -41,8 +42,9 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 from mmengine.config import Config, DictAction
+from mmseg.registry import DATASETS as DATASET_REGISTRY
 
-from mmseg_fnm.datasets.synthetic import prepare_demo_dataset
+from mmseg_fnm.datasets.synthetic import prepare_generated_dataset
 from mmseg_fnm.engine.loops.robustness_loop import DEFAULT_EPSILONS
 from mmseg_fnm.evaluation.robustness_metric import CLEAN, WORST, format_eps
 from mmseg_fnm.visualization import plot_mean_std_curves
@@ -53,10 +55,13 @@ TOOLS = osp.join(REPO_ROOT, 'tools')
 #: Config files per data set: <dir>/<prefix>_<model>.py.
 DATASETS = {
     'demo': ('configs/demo', 'pspnet_r18_demo'),
+    'demo_textures': ('configs/demo', 'pspnet_r18_textures'),
     'cityscapes':
     ('configs/cityscapes', 'pspnet_preact-r50-d8_8xb2-80k_cityscapes-712x712'),
     'voc': ('configs/voc', 'pspnet_preact-r50-d8_8xb2-40k_voc12aug-472x472'),
 }
+#: The data sets generated on first use, and their folder names.
+GENERATED_DATA = {'demo': 'demo_shapes', 'demo_textures': 'demo_textures'}
 #: Where to get the data sets that are not generated (paper, 4.1).
 DATA_HELP = {
     'cityscapes':
@@ -138,8 +143,8 @@ def parse_args(argv=None):
         action='store_true',
         help=f'short version: {QUICK_ITERS} iterations, radii '
         f'{" ".join(map(str, QUICK_EPSILONS))}, seeds '
-        f'{" ".join(map(str, QUICK_SEEDS))} by default, and on the demo a '
-        'tiny data set (in the work dir) and network')
+        f'{" ".join(map(str, QUICK_SEEDS))} by default, and on the demo '
+        'data sets a tiny data set (in the work dir) and network')
     parser.add_argument(
         '--force',
         action='store_true',
@@ -319,7 +324,10 @@ def prepare_data(cfgs: List[Config]) -> None:
                 continue
             key = (data['data_root'], json.dumps(dict(data['gen_cfg'])))
             if key not in done:
-                prepare_demo_dataset(data['data_root'], **data['gen_cfg'])
+                # the generator the data set itself would run
+                spec = DATASET_REGISTRY.get(data['type']).SPEC
+                prepare_generated_dataset(spec, data['data_root'],
+                                          **data['gen_cfg'])
                 done.add(key)
 
 
@@ -344,7 +352,7 @@ def apply_quick(cfg: Config, dataset: str, work_dir: str) -> None:
     cfg.log_level = 'WARNING'
     # the base files' variables, so that the written config reads right
     set_if_present(cfg, max_iters=iters)
-    if dataset != 'demo':
+    if dataset not in GENERATED_DATA:
         return
     set_if_present(
         cfg,
@@ -356,7 +364,7 @@ def apply_quick(cfg: Config, dataset: str, work_dir: str) -> None:
     size = QUICK_DEMO_DATA['image_size']
     for data in dataset_cfgs(cfg):
         data.update(
-            data_root=osp.join(work_dir, 'data', 'demo_shapes'),
+            data_root=osp.join(work_dir, 'data', GENERATED_DATA[dataset]),
             gen_cfg=dict(QUICK_DEMO_DATA))
         for step in data.pipeline:
             if step['type'] in ('RandomResize', 'Resize'):

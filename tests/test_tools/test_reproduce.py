@@ -208,8 +208,8 @@ def test_quick_with_distributed_launcher(reproduce, tmp_path, monkeypatch):
      r'or fnm_cap<R>'),
     (['--models', 'fnm_cap2'], ValueError, 'Unknown model'),
     (['--dataset', 'ade20k'], ValueError,
-     "--dataset 'ade20k' is unknown; choose one of demo, cityscapes, "
-     'voc'),
+     "--dataset 'ade20k' is unknown; choose one of demo, demo_textures, "
+     'cityscapes, voc'),
     (['--seeds'], ValueError, '--seeds needs at least one seed'),
     (['--seeds', '1', '1'], ValueError, 'duplicates'),
     (['--gpus', '2'], ValueError, 'needs --launcher pytorch or slurm'),
@@ -228,3 +228,29 @@ def test_bad_arguments_fail_before_any_run(reproduce, tmp_path, argv, error,
     with pytest.raises(error, match=message):
         reproduce.main(argv + ['--work-dir', str(work_dir)])
     assert not work_dir.exists()
+
+
+def test_quick_demo_textures_configs_and_data(reproduce, tmp_path):
+    # No training: the runs' configs and the generated data they read.
+    args = reproduce.parse_args([
+        '--quick', '--dataset', 'demo_textures', '--models', 'basic',
+        'fnm_cap0.03', '--work-dir',
+        str(tmp_path / 'reproduce')
+    ])
+    reproduce.check_args(args)
+    cfgs = [
+        reproduce.build_run_config(args, model, 0) for model in args.models
+    ]
+    root = str(tmp_path / 'reproduce' / 'data' / 'demo_textures')
+    for cfg in cfgs:
+        for data in reproduce.dataset_cfgs(cfg):
+            assert data['type'] == 'DemoTexturesDataset'
+            assert data['data_root'] == root
+        assert cfg.model.decode_head.num_classes == 9
+    assert cfgs[1].train_cfg.attack == dict(type='FastNewton', max_eps=0.03)
+    reproduce.prepare_data(cfgs)
+    with open(osp.join(root, 'manifest.json')) as f:
+        manifest = json.load(f)
+    assert manifest['format'] == 'mmseg_fnm.demo_textures'
+    assert manifest['params']['num_train'] == 16
+    assert len(os.listdir(osp.join(root, 'img_dir', 'train'))) == 16
